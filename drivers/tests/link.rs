@@ -118,7 +118,10 @@ fn open_pty(link_path: &Path) -> Pty {
         tokio::io::Interest::READABLE | tokio::io::Interest::WRITABLE,
     )
     .expect("asyncfd");
-    Pty { master, _slave: pty.slave }
+    Pty {
+        master,
+        _slave: pty.slave,
+    }
 }
 
 impl Pty {
@@ -126,7 +129,8 @@ impl Pty {
         let mut off = 0;
         while off < bytes.len() {
             let mut g = self.master.writable().await.expect("writable");
-            match g.try_io(|fd| nix::unistd::write(fd, &bytes[off..]).map_err(std::io::Error::from)) {
+            match g.try_io(|fd| nix::unistd::write(fd, &bytes[off..]).map_err(std::io::Error::from))
+            {
                 Ok(Ok(n)) => off += n,
                 Ok(Err(e)) => panic!("pty write: {e}"),
                 Err(_) => continue,
@@ -165,13 +169,19 @@ async fn serial_link_exchanges_frames_and_counts_noise_forgeries_and_replays() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("cable");
     let pty = open_pty(&path);
-    let params = SerialParams { device: path.clone(), baud: 115_200 };
+    let params = SerialParams {
+        device: path.clone(),
+        baud: 115_200,
+    };
     let (c, mut events, counters) = common(0, 1, &[2]);
     let port = SerialPort::open(&params).expect("open pty slave");
     let (sender, outgoing) = LinkSender::new();
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(serial::run(c, params.clone(), Some(port), outgoing, stop));
-    assert_eq!(next_transport(&mut events).await, LinkEvent::TransportUp { link: 0 });
+    assert_eq!(
+        next_transport(&mut events).await,
+        LinkEvent::TransportUp { link: 0 }
+    );
 
     // A second opener is refused while the link holds the port.
     match SerialPort::open(&params) {
@@ -182,7 +192,10 @@ async fn serial_link_exchanges_frames_and_counts_noise_forgeries_and_replays() {
     // Outgoing: the link stamps link id and a growing sequence.
     sender.send(heartbeat(1, 9, 3, 999));
     let out = pty.read_frame().await;
-    assert_eq!((out.sender, out.link, out.incarnation, out.sequence), (node(1), 0, 3, 1));
+    assert_eq!(
+        (out.sender, out.link, out.incarnation, out.sequence),
+        (node(1), 0, 3, 1)
+    );
     sender.send(heartbeat(1, 9, 3, 999));
     assert_eq!(pty.read_frame().await.sequence, 2);
 
@@ -192,7 +205,10 @@ async fn serial_link_exchanges_frames_and_counts_noise_forgeries_and_replays() {
     pty.write(&bytes).await;
     assert_eq!(next_frame(&mut events).await.sequence, 1);
     // Forged (wrong key), replayed, and a long run of garbage (overrun), then a good frame.
-    let mut bytes = serial_wire(&heartbeat(2, 0, 1, 2), b"wrong-key-wrong-key-wrong-key-0000");
+    let mut bytes = serial_wire(
+        &heartbeat(2, 0, 1, 2),
+        b"wrong-key-wrong-key-wrong-key-0000",
+    );
     bytes.extend(serial_wire(&heartbeat(2, 0, 1, 1), KEY));
     bytes.extend([0xAB; 300]);
     bytes.push(0);
@@ -210,7 +226,10 @@ async fn serial_link_exchanges_frames_and_counts_noise_forgeries_and_replays() {
     assert_eq!(s.frames_out, 2);
 
     stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,12 +237,18 @@ async fn serial_link_reopens_after_unplug() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("usb-cable");
     let pty = open_pty(&path);
-    let params = SerialParams { device: path.clone(), baud: 9600 };
+    let params = SerialParams {
+        device: path.clone(),
+        baud: 9600,
+    };
     let (c, mut events, counters) = common(0, 1, &[2]);
     let (_sender, outgoing) = LinkSender::new();
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(serial::run(c, params, None, outgoing, stop));
-    assert_eq!(next_transport(&mut events).await, LinkEvent::TransportUp { link: 0 });
+    assert_eq!(
+        next_transport(&mut events).await,
+        LinkEvent::TransportUp { link: 0 }
+    );
     pty.write(&serial_wire(&heartbeat(2, 0, 1, 1), KEY)).await;
     next_frame(&mut events).await;
 
@@ -237,13 +262,19 @@ async fn serial_link_reopens_after_unplug() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Replug under the same name.
     let pty = open_pty(&path);
-    assert_eq!(next_transport(&mut events).await, LinkEvent::TransportUp { link: 0 });
+    assert_eq!(
+        next_transport(&mut events).await,
+        LinkEvent::TransportUp { link: 0 }
+    );
     pty.write(&serial_wire(&heartbeat(2, 0, 1, 2), KEY)).await;
     assert_eq!(next_frame(&mut events).await.sequence, 2);
     assert!(counters.snapshot().opens >= 2);
 
     stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
 }
 
 async fn udp_pair(a: &str, b: &str) {
@@ -261,10 +292,15 @@ async fn udp_pair(a: &str, b: &str) {
     let (sender, outgoing) = LinkSender::new();
     let (stop_tx, stop) = watch::channel(false);
     let task = tokio::spawn(udp::run(c, port, outgoing, stop));
-    assert_eq!(next_transport(&mut events).await, LinkEvent::TransportUp { link: 1 });
+    assert_eq!(
+        next_transport(&mut events).await,
+        LinkEvent::TransportUp { link: 1 }
+    );
 
     sender.send(heartbeat(1, 0, 1, 0));
-    std_b.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    std_b
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
     let mut buf = [0u8; 128];
     let n = std_b.recv(&mut buf).expect("frame from the link");
     let got = Heartbeat::decode(&buf[..n], &Key::new(KEY), CLUSTER).expect("valid");
@@ -277,7 +313,10 @@ async fn udp_pair(a: &str, b: &str) {
     assert_eq!(next_frame(&mut events).await.sequence, 10);
     send(&encode(&heartbeat(2, 1, 4, 10), KEY)); // replay
     send(&encode(&heartbeat(2, 1, 3, 11), KEY)); // older incarnation
-    send(&encode(&heartbeat(2, 1, 4, 11), b"forged-forged-forged-forged-forged"));
+    send(&encode(
+        &heartbeat(2, 1, 4, 11),
+        b"forged-forged-forged-forged-forged",
+    ));
     send(&encode(&heartbeat(7, 1, 4, 11), KEY)); // not a peer on this link
     let mut foreign = heartbeat(2, 1, 4, 11);
     foreign.cluster_id = CLUSTER + 1;
@@ -289,12 +328,23 @@ async fn udp_pair(a: &str, b: &str) {
     assert_eq!(next_frame(&mut events).await.sequence, 11);
     let s = counters.snapshot();
     assert_eq!(
-        (s.frames_in, s.replays, s.auth_failures, s.misrouted, s.foreign_cluster, s.malformed, s.own_frames),
+        (
+            s.frames_in,
+            s.replays,
+            s.auth_failures,
+            s.misrouted,
+            s.foreign_cluster,
+            s.malformed,
+            s.own_frames
+        ),
         (2, 2, 1, 1, 1, 2, 1),
         "{s:?}"
     );
     stop_tx.send_replace(true);
-    tokio::time::timeout(Duration::from_secs(5), task).await.expect("stops").expect("no panic");
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stops")
+        .expect("no panic");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

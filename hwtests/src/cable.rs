@@ -51,7 +51,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::pty::openpty;
 use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
@@ -353,6 +353,11 @@ struct Port {
 impl Port {
     fn open() -> io::Result<Port> {
         let pair = openpty(None, None)?;
+        // Agents started by the same test must not inherit these: a copy of the master in a
+        // child keeps the line up after the cable closes it, so an unplug would not hang up.
+        for fd in [&pair.master, &pair.slave] {
+            fcntl(fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
+        }
         let mut termios = tcgetattr(&pair.slave)?;
         cfmakeraw(&mut termios);
         tcsetattr(&pair.slave, SetArg::TCSANOW, &termios)?;

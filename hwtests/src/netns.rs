@@ -13,7 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// Whether this process can create network namespaces (it runs as root and `ip` exists).
 pub fn available() -> bool {
     nix::unistd::geteuid().is_root()
-        && Command::new("ip").arg("-V").output().map(|o| o.status.success()).unwrap_or(false)
+        && Command::new("ip")
+            .arg("-V")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
 }
 
 /// Two namespaces joined by a veth pair, `10.231.0.1/24` in `a` and `10.231.0.2/24` in `b`.
@@ -41,10 +45,27 @@ impl VethPair {
         for ns in &pair.ns {
             ip(&["netns", "add", ns])?;
         }
-        ip(&["link", "add", &pair.dev[0], "type", "veth", "peer", "name", &pair.dev[1]])?;
+        ip(&[
+            "link",
+            "add",
+            &pair.dev[0],
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &pair.dev[1],
+        ])?;
         for i in 0..2 {
             ip(&["link", "set", &pair.dev[i], "netns", &pair.ns[i]])?;
-            ip(&["-n", &pair.ns[i], "addr", "add", &format!("{}/24", pair.addr[i]), "dev", &pair.dev[i]])?;
+            ip(&[
+                "-n",
+                &pair.ns[i],
+                "addr",
+                "add",
+                &format!("{}/24", pair.addr[i]),
+                "dev",
+                &pair.dev[i],
+            ])?;
             ip(&["-n", &pair.ns[i], "link", "set", "lo", "up"])?;
             ip(&["-n", &pair.ns[i], "link", "set", &pair.dev[i], "up"])?;
         }
@@ -53,7 +74,14 @@ impl VethPair {
 
     /// Drops or restores the carrier of side `i`'s interface (a pulled cable).
     pub fn set_up(&self, i: usize, up: bool) -> io::Result<()> {
-        ip(&["-n", &self.ns[i], "link", "set", &self.dev[i], if up { "up" } else { "down" }])
+        ip(&[
+            "-n",
+            &self.ns[i],
+            "link",
+            "set",
+            &self.dev[i],
+            if up { "up" } else { "down" },
+        ])
     }
 
     /// The command prefix that runs a program inside side `i`'s namespace; `ip netns exec`

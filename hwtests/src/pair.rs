@@ -81,22 +81,38 @@ impl Pair {
         };
         let udp = match spec.udp {
             None => [None, None],
-            Some(Net::Loopback4) => [0, 1].map(|_| Some(SocketAddr::from(([127, 0, 0, 1], crate::free_udp_port())))),
+            Some(Net::Loopback4) => {
+                [0, 1].map(|_| Some(SocketAddr::from(([127, 0, 0, 1], crate::free_udp_port()))))
+            }
             Some(Net::Loopback6) => [0, 1].map(|_| {
-                Some(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, crate::free_udp_port_v6())))
+                Some(SocketAddr::from((
+                    std::net::Ipv6Addr::LOCALHOST,
+                    crate::free_udp_port_v6(),
+                )))
             }),
             Some(Net::Namespaces) => {
-                let v = veth.as_ref().map(|v| v.addr).unwrap_or([std::net::Ipv4Addr::UNSPECIFIED; 2]);
-                [Some(SocketAddr::from((v[0], 5405))), Some(SocketAddr::from((v[1], 5405)))]
+                let v = veth
+                    .as_ref()
+                    .map(|v| v.addr)
+                    .unwrap_or([std::net::Ipv4Addr::UNSPECIFIED; 2]);
+                [
+                    Some(SocketAddr::from((v[0], 5405))),
+                    Some(SocketAddr::from((v[1], 5405))),
+                ]
             }
         };
-        let key: String = (0..64).map(|i| char::from(b"0123456789abcdef"[(i * 7 + 3) % 16])).collect();
+        let key: String = (0..64)
+            .map(|i| char::from(b"0123456789abcdef"[(i * 7 + 3) % 16]))
+            .collect();
         let key_path = dir.path().join("cluster.key");
         std::fs::write(&key_path, format!("{key}\n"))?;
         std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
 
         let mut toml = String::new();
-        let _ = writeln!(toml, "[cluster]\nname = \"pairtest\"\nkey_file = \"cluster.key\"\n");
+        let _ = writeln!(
+            toml,
+            "[cluster]\nname = \"pairtest\"\nkey_file = \"cluster.key\"\n"
+        );
         let _ = writeln!(
             toml,
             "[timing]\nheartbeat_interval = \"{}ms\"\ndeadtime = \"{}ms\"\n",
@@ -126,7 +142,15 @@ impl Pair {
         }
         let config = dir.path().join("watchkeeper.toml");
         std::fs::write(&config, toml)?;
-        Ok(Self { cable, veth, udp, key: key.into_bytes(), config, agents: [None, None], dir })
+        Ok(Self {
+            cable,
+            veth,
+            udp,
+            key: key.into_bytes(),
+            config,
+            agents: [None, None],
+            dir,
+        })
     }
 
     /// The temporary directory holding everything.
@@ -157,13 +181,17 @@ impl Pair {
             None => bin,
         };
         args.extend(
-            ["run", "--log-json", "--node", NAMES[i], "--config"].iter().map(|s| (*s).to_owned()),
+            ["run", "--log-json", "--node", NAMES[i], "--config"]
+                .iter()
+                .map(|s| (*s).to_owned()),
         );
         args.push(self.config.display().to_string());
         let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let p = AgentProcess::spawn(&program, &os, &self.log(i))?;
         self.agents[i] = Some(p);
-        self.agents[i].as_mut().ok_or_else(|| io::Error::other("just started"))
+        self.agents[i]
+            .as_mut()
+            .ok_or_else(|| io::Error::other("just started"))
     }
 
     /// Node `i`'s process.
@@ -171,7 +199,9 @@ impl Pair {
     /// # Panics
     /// If node `i` was never started: a test bug.
     pub fn agent(&mut self, i: usize) -> &mut AgentProcess {
-        self.agents[i].as_mut().unwrap_or_else(|| panic!("node {} was not started", NAMES[i]))
+        self.agents[i]
+            .as_mut()
+            .unwrap_or_else(|| panic!("node {} was not started", NAMES[i]))
     }
 
     /// Takes node `i`'s process out of the pair (e.g. to drop it, which stops it).
@@ -185,22 +215,36 @@ impl Pair {
     }
 
     /// Waits until node `i`'s status satisfies `pred`.
-    pub fn wait_status(&self, i: usize, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Option<Value> {
+    pub fn wait_status(
+        &self,
+        i: usize,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Option<Value> {
         crate::status::wait_for_status(&self.socket(i), pred, timeout)
     }
 }
 
 /// The status entry of `peer` in a status report.
 pub fn peer<'a>(status: &'a Value, peer: &str) -> Option<&'a Value> {
-    status["peers"].as_array()?.iter().find(|p| p["name"] == peer)
+    status["peers"]
+        .as_array()?
+        .iter()
+        .find(|p| p["name"] == peer)
 }
 
 /// The per-peer state of `link` for `peer` in a status report.
 pub fn peer_link<'a>(status: &'a Value, peer_name: &str, link: &str) -> Option<&'a Value> {
-    peer(status, peer_name)?["links"].as_array()?.iter().find(|l| l["link"] == link)
+    peer(status, peer_name)?["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["link"] == link)
 }
 
 /// This node's counters for `link` in a status report.
 pub fn link<'a>(status: &'a Value, link: &str) -> Option<&'a Value> {
-    status["links"].as_array()?.iter().find(|l| l["name"] == link)
+    status["links"]
+        .as_array()?
+        .iter()
+        .find(|l| l["name"] == link)
 }

@@ -325,11 +325,17 @@ impl Heartbeat {
         }
         let sequence = h.u64_at(20);
         if sequence == 0 {
-            return Err(DecodeError::Field { field: "sequence", value: 0 });
+            return Err(DecodeError::Field {
+                field: "sequence",
+                value: 0,
+            });
         }
         let view = View(h.u32_at(36));
         if MAX_NODES < 32 && view.0 >> MAX_NODES != 0 {
-            return Err(DecodeError::Field { field: "view", value: u64::from(view.0) });
+            return Err(DecodeError::Field {
+                field: "view",
+                value: u64::from(view.0),
+            });
         }
         Ok(Self {
             cluster_id: got_cluster,
@@ -347,7 +353,10 @@ impl Heartbeat {
 }
 
 fn field(field: &'static str, value: u8) -> DecodeError {
-    DecodeError::Field { field, value: u64::from(value) }
+    DecodeError::Field {
+        field,
+        value: u64::from(value),
+    }
 }
 
 /// Fixed-offset little-endian reads from a frame whose length is already checked, so the
@@ -431,7 +440,10 @@ mod tests {
         for i in 0..FRAME_LEN * 8 {
             let mut b = buf;
             b[i / 8] ^= 1 << (i % 8);
-            assert!(Heartbeat::decode(&b, &Key::new(KEY), 0xdead_beef).is_err(), "bit {i}");
+            assert!(
+                Heartbeat::decode(&b, &Key::new(KEY), 0xdead_beef).is_err(),
+                "bit {i}"
+            );
         }
     }
 
@@ -447,7 +459,10 @@ mod tests {
             Heartbeat::decode(&buf[..FRAME_LEN - 1], &Key::new(KEY), 0xdead_beef),
             Err(DecodeError::Length { got: FRAME_LEN - 1 })
         );
-        assert_eq!(Heartbeat::decode(&[], &Key::new(KEY), 0), Err(DecodeError::Length { got: 0 }));
+        assert_eq!(
+            Heartbeat::decode(&[], &Key::new(KEY), 0),
+            Err(DecodeError::Length { got: 0 })
+        );
     }
 
     #[test]
@@ -461,15 +476,54 @@ mod tests {
             buf[HEADER_LEN..].copy_from_slice(&mac);
             Heartbeat::decode(&buf, &key, 0xdead_beef)
         };
-        assert_eq!(reseal(&|b| b[5] = 9), Err(DecodeError::Field { field: "role", value: 9 }));
-        assert_eq!(reseal(&|b| b[12] = 0), Err(DecodeError::Field { field: "sender", value: 0 }));
-        assert_eq!(reseal(&|b| b[12] = 33), Err(DecodeError::Field { field: "sender", value: 33 }));
-        assert_eq!(reseal(&|b| b[13] = 40), Err(DecodeError::Field { field: "holder", value: 40 }));
-        assert_eq!(reseal(&|b| b[14] = 8), Err(DecodeError::Field { field: "link", value: 8 }));
-        assert_eq!(reseal(&|b| b[15] = 1), Err(DecodeError::Field { field: "reserved", value: 1 }));
+        assert_eq!(
+            reseal(&|b| b[5] = 9),
+            Err(DecodeError::Field {
+                field: "role",
+                value: 9
+            })
+        );
+        assert_eq!(
+            reseal(&|b| b[12] = 0),
+            Err(DecodeError::Field {
+                field: "sender",
+                value: 0
+            })
+        );
+        assert_eq!(
+            reseal(&|b| b[12] = 33),
+            Err(DecodeError::Field {
+                field: "sender",
+                value: 33
+            })
+        );
+        assert_eq!(
+            reseal(&|b| b[13] = 40),
+            Err(DecodeError::Field {
+                field: "holder",
+                value: 40
+            })
+        );
+        assert_eq!(
+            reseal(&|b| b[14] = 8),
+            Err(DecodeError::Field {
+                field: "link",
+                value: 8
+            })
+        );
+        assert_eq!(
+            reseal(&|b| b[15] = 1),
+            Err(DecodeError::Field {
+                field: "reserved",
+                value: 1
+            })
+        );
         assert_eq!(
             reseal(&|b| b[20..28].copy_from_slice(&[0; 8])),
-            Err(DecodeError::Field { field: "sequence", value: 0 })
+            Err(DecodeError::Field {
+                field: "sequence",
+                value: 0
+            })
         );
         assert_eq!(reseal(&|b| b[4] = 2), Err(DecodeError::Version { got: 2 }));
         assert_eq!(reseal(&|b| b[0] = b'X'), Err(DecodeError::Magic));

@@ -54,7 +54,10 @@ impl core::fmt::Display for ReplayError {
         match self {
             Self::Duplicate { sequence } => write!(f, "sequence {sequence} already seen"),
             Self::TooOld { sequence, highest } => {
-                write!(f, "sequence {sequence} is older than the window below {highest}")
+                write!(
+                    f,
+                    "sequence {sequence} is older than the window below {highest}"
+                )
             }
             Self::StaleIncarnation { got, current } => {
                 write!(f, "incarnation {got} is older than the current {current}")
@@ -106,7 +109,9 @@ impl Default for ReplayGuard {
 impl ReplayGuard {
     /// A guard that has seen nothing.
     pub fn new() -> Self {
-        Self { senders: [Sender::default(); MAX_NODES] }
+        Self {
+            senders: [Sender::default(); MAX_NODES],
+        }
     }
 
     /// The current incarnation of `sender`, if any frame from it was accepted.
@@ -130,7 +135,10 @@ impl ReplayGuard {
         let outcome = match s.incarnation {
             None => Accepted::FirstContact,
             Some(cur) if incarnation < cur => {
-                return Err(ReplayError::StaleIncarnation { got: incarnation, current: cur })
+                return Err(ReplayError::StaleIncarnation {
+                    got: incarnation,
+                    current: cur,
+                })
             }
             Some(cur) if incarnation > cur => Accepted::Restarted { previous: cur },
             Some(_) => Accepted::Fresh,
@@ -154,14 +162,21 @@ impl Window {
         }
         if sequence > self.highest {
             let shift = sequence - self.highest;
-            self.seen = if shift >= WINDOW { 0 } else { self.seen << shift };
+            self.seen = if shift >= WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
             self.seen |= 1;
             self.highest = sequence;
             return Ok(());
         }
         let age = self.highest - sequence;
         if age >= WINDOW {
-            return Err(ReplayError::TooOld { sequence, highest: self.highest });
+            return Err(ReplayError::TooOld {
+                sequence,
+                highest: self.highest,
+            });
         }
         let bit = 1u64 << age;
         if self.seen & bit != 0 {
@@ -185,8 +200,14 @@ mod tests {
         let mut g = ReplayGuard::new();
         assert_eq!(g.accept(n(1), 0, 5, 1), Ok(Accepted::FirstContact));
         assert_eq!(g.accept(n(1), 0, 5, 2), Ok(Accepted::Fresh));
-        assert_eq!(g.accept(n(1), 0, 5, 2), Err(ReplayError::Duplicate { sequence: 2 }));
-        assert_eq!(g.accept(n(1), 0, 5, 1), Err(ReplayError::Duplicate { sequence: 1 }));
+        assert_eq!(
+            g.accept(n(1), 0, 5, 2),
+            Err(ReplayError::Duplicate { sequence: 2 })
+        );
+        assert_eq!(
+            g.accept(n(1), 0, 5, 1),
+            Err(ReplayError::Duplicate { sequence: 1 })
+        );
     }
 
     #[test]
@@ -195,11 +216,17 @@ mod tests {
         g.accept(n(1), 0, 1, 10).unwrap();
         g.accept(n(1), 0, 1, 12).unwrap();
         assert_eq!(g.accept(n(1), 0, 1, 11), Ok(Accepted::Fresh));
-        assert_eq!(g.accept(n(1), 0, 1, 11), Err(ReplayError::Duplicate { sequence: 11 }));
+        assert_eq!(
+            g.accept(n(1), 0, 1, 11),
+            Err(ReplayError::Duplicate { sequence: 11 })
+        );
         g.accept(n(1), 0, 1, 12 + WINDOW).unwrap();
         assert_eq!(
             g.accept(n(1), 0, 1, 12),
-            Err(ReplayError::TooOld { sequence: 12, highest: 12 + WINDOW })
+            Err(ReplayError::TooOld {
+                sequence: 12,
+                highest: 12 + WINDOW
+            })
         );
         assert_eq!(g.accept(n(1), 0, 1, 13), Ok(Accepted::Fresh));
     }
@@ -213,7 +240,10 @@ mod tests {
             g.accept(n(2), 1, 2, 100),
             Err(ReplayError::StaleIncarnation { got: 2, current: 3 })
         );
-        assert_eq!(g.accept(n(2), 1, 4, 1), Ok(Accepted::Restarted { previous: 3 }));
+        assert_eq!(
+            g.accept(n(2), 1, 4, 1),
+            Ok(Accepted::Restarted { previous: 3 })
+        );
         // The restart cleared link 0 as well: sequence 1 is new there.
         assert_eq!(g.accept(n(2), 0, 4, 1), Ok(Accepted::Fresh));
         assert_eq!(g.incarnation(n(2)), Some(4));

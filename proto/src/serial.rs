@@ -106,7 +106,11 @@ impl Default for Deframer {
 impl Deframer {
     /// An empty deframer.
     pub const fn new() -> Self {
-        Self { buf: [0; MAX_ENCODED_LEN], len: 0, discarding: false }
+        Self {
+            buf: [0; MAX_ENCODED_LEN],
+            len: 0,
+            discarding: false,
+        }
     }
 
     /// Bytes of an unfinished frame currently held.
@@ -202,9 +206,9 @@ mod tests {
 
     fn frame(seed: u8) -> [u8; FRAME_LEN] {
         let mut f = [0u8; FRAME_LEN];
-        for (i, b) in f.iter_mut().enumerate() {
+        for (i, b) in (0u8..).zip(f.iter_mut()) {
             // Plenty of zeros, so COBS has work to do.
-            *b = if i % 3 == 0 { 0 } else { seed.wrapping_add(i as u8) };
+            *b = if i % 3 == 0 { 0 } else { seed.wrapping_add(i) };
         }
         f
     }
@@ -262,7 +266,10 @@ mod tests {
         bytes.extend_from_slice(&w);
         let out = feed(&mut d, &bytes);
         assert_eq!(out.len(), 2);
-        assert!(matches!(out[0], Err(FramingError::Length { .. }) | Err(FramingError::Cobs)));
+        assert!(matches!(
+            out[0],
+            Err(FramingError::Length { .. }) | Err(FramingError::Cobs)
+        ));
         assert_eq!(out[1], Ok(frame(4)));
     }
 
@@ -275,7 +282,10 @@ mod tests {
                 c[i] ^= flip;
                 let mut d = Deframer::new();
                 let out = feed(&mut d, &c);
-                assert!(out.iter().all(|r| r.is_err()), "byte {i} flip {flip}: {out:?}");
+                assert!(
+                    out.iter().all(|r| r.is_err()),
+                    "byte {i} flip {flip}: {out:?}"
+                );
             }
         }
     }

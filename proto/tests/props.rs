@@ -22,18 +22,20 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
         any::<u64>(),
         any::<u32>(),
     )
-        .prop_map(|(sender, link, role, flags, holder, inc, seq, epoch, view)| Heartbeat {
-            cluster_id: CLUSTER,
-            sender: NodeId::new(sender).expect("strategy yields 1..=32"),
-            link,
-            role: Role::from_u8(role).expect("strategy yields 0..6"),
-            flags: Flags(flags),
-            holder: NodeId::new(holder),
-            incarnation: inc,
-            sequence: seq,
-            epoch,
-            view: View(view),
-        })
+        .prop_map(
+            |(sender, link, role, flags, holder, inc, seq, epoch, view)| Heartbeat {
+                cluster_id: CLUSTER,
+                sender: NodeId::new(sender).expect("strategy yields 1..=32"),
+                link,
+                role: Role::from_u8(role).expect("strategy yields 0..6"),
+                flags: Flags(flags),
+                holder: NodeId::new(holder),
+                incarnation: inc,
+                sequence: seq,
+                epoch,
+                view: View(view),
+            },
+        )
 }
 
 proptest! {

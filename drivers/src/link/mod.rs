@@ -109,12 +109,7 @@ impl LinkSender {
 }
 
 /// Encodes `template` as sent on `link` with `sequence`.
-fn stamp(
-    template: &Heartbeat,
-    link: u8,
-    sequence: u64,
-    key: &[u8],
-) -> [u8; proto::FRAME_LEN] {
+fn stamp(template: &Heartbeat, link: u8, sequence: u64, key: &[u8]) -> [u8; proto::FRAME_LEN] {
     let mut hb = *template;
     hb.link = link;
     hb.sequence = sequence;

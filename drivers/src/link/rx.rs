@@ -17,7 +17,9 @@ pub(crate) struct Receiver {
 
 impl Receiver {
     pub(crate) fn new() -> Self {
-        Self { replay: ReplayGuard::new() }
+        Self {
+            replay: ReplayGuard::new(),
+        }
     }
 
     /// Handles the bytes of one frame (a datagram, or a CRC-checked serial frame).
@@ -52,13 +54,20 @@ impl Receiver {
             );
             return;
         }
-        if let Err(e) = self.replay.accept(hb.sender, hb.link, hb.incarnation, hb.sequence) {
+        if let Err(e) = self
+            .replay
+            .accept(hb.sender, hb.link, hb.incarnation, hb.sequence)
+        {
             bump(&c.replays);
             tracing::debug!(link = %common.name, sender = hb.sender.get(), error = %e, "replay dropped");
             return;
         }
         bump(&c.frames_in);
-        let ev = LinkEvent::Frame { link: common.link, heartbeat: hb, at: Instant::now() };
+        let ev = LinkEvent::Frame {
+            link: common.link,
+            heartbeat: hb,
+            at: Instant::now(),
+        };
         match common.events.try_send(ev) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => bump(&c.queue_full),

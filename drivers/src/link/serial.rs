@@ -17,7 +17,9 @@ use proto::serial::{Deframer, FramingError, MAX_ENCODED_LEN};
 use proto::Heartbeat;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
-use tokio_serial::{DataBits, FlowControl, Parity, SerialPortBuilderExt, SerialStream, StopBits};
+use tokio_serial::{
+    DataBits, FlowControl, Parity, SerialPort as _, SerialPortBuilderExt, SerialStream, StopBits,
+};
 
 use super::counters::bump;
 use super::rx::Receiver;
@@ -73,7 +75,14 @@ impl SerialPort {
             .map_err(|e| open_error(&device, &e))?;
         // Exclusive is serialport's default; set it anyway so the guarantee does not hang on a
         // default of a dependency.
-        stream.set_exclusive(true).map_err(|e| open_error(&device, &e))?;
+        stream
+            .set_exclusive(true)
+            .map_err(|e| open_error(&device, &e))?;
+        // Bytes that arrived while nobody had the port open are from the past; a heartbeat
+        // delivered late is a lie about the present.
+        stream
+            .clear(tokio_serial::ClearBuffer::Input)
+            .map_err(|e| open_error(&device, &e))?;
         Ok(Self { stream })
     }
 }
@@ -118,9 +127,20 @@ pub async fn run(
         last_error = None;
         backoff = REOPEN_BACKOFF_MIN;
         tracing::info!(link = %common.name, device = %params.device.display(), "serial port open");
-        let _ = common.events.send(LinkEvent::TransportUp { link: common.link }).await;
+        let _ = common
+            .events
+            .send(LinkEvent::TransportUp { link: common.link })
+            .await;
 
-        let reason = serve(&common, &mut p, &mut rx, &mut sequence, &mut outgoing, &mut shutdown).await;
+        let reason = serve(
+            &common,
+            &mut p,
+            &mut rx,
+            &mut sequence,
+            &mut outgoing,
+            &mut shutdown,
+        )
+        .await;
         drop(p);
         match reason {
             None => return,
@@ -128,7 +148,10 @@ pub async fn run(
                 tracing::warn!(link = %common.name, device = %params.device.display(), %reason, "serial port failed, reopening");
                 let _ = common
                     .events
-                    .send(LinkEvent::TransportDown { link: common.link, reason })
+                    .send(LinkEvent::TransportDown {
+                        link: common.link,
+                        reason,
+                    })
                     .await;
                 if sleep_or_shutdown(REOPEN_BACKOFF_MIN, &mut shutdown).await {
                     return;
@@ -212,12 +235,20 @@ pub(crate) async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receive
 fn open_error(device: &Path, e: &tokio_serial::Error) -> SerialError {
     // serialport reports a lost flock race as NoDevice with this description, and TIOCEXCL
     // refusals as EBUSY.
-    let busy = matches!(e.kind(), tokio_serial::ErrorKind::Io(std::io::ErrorKind::ResourceBusy))
-        || (e.kind() == tokio_serial::ErrorKind::NoDevice && e.description.contains("lock"));
+    let busy = matches!(
+        e.kind(),
+        tokio_serial::ErrorKind::Io(std::io::ErrorKind::ResourceBusy)
+    ) || (e.kind() == tokio_serial::ErrorKind::NoDevice
+        && e.description.contains("lock"));
     if busy {
-        SerialError::Busy { device: device.to_path_buf() }
+        SerialError::Busy {
+            device: device.to_path_buf(),
+        }
     } else {
-        SerialError::Open { device: device.to_path_buf(), message: e.to_string() }
+        SerialError::Open {
+            device: device.to_path_buf(),
+            message: e.to_string(),
+        }
     }
 }
 

@@ -76,7 +76,8 @@ impl UdpPort {
         }
         let ifindex = match &params.interface {
             Some(name) => {
-                s.bind_device(Some(name.as_bytes())).map_err(err("SO_BINDTODEVICE (needs CAP_NET_RAW)"))?;
+                s.bind_device(Some(name.as_bytes()))
+                    .map_err(err("SO_BINDTODEVICE (needs CAP_NET_RAW)"))?;
                 Some(if_index(name).ok_or_else(|| UdpError::NoInterface {
                     addr,
                     interface: name.clone(),
@@ -90,7 +91,8 @@ impl UdpPort {
                 s.set_reuse_port(true).map_err(err("SO_REUSEPORT"))?;
                 join(&s, group, addr.ip(), ifindex).map_err(err("join multicast group"))?;
                 // Bind to the group so only its datagrams arrive on this port.
-                s.bind(&SocketAddr::new(group, addr.port()).into()).map_err(err("bind"))?;
+                s.bind(&SocketAddr::new(group, addr.port()).into())
+                    .map_err(err("bind"))?;
                 vec![SocketAddr::new(group, addr.port())]
             }
             None => {
@@ -100,7 +102,10 @@ impl UdpPort {
         };
         s.set_nonblocking(true).map_err(err("O_NONBLOCK"))?;
         let socket = UdpSocket::from_std(s.into()).map_err(err("register with reactor"))?;
-        Ok(Self { socket, destinations })
+        Ok(Self {
+            socket,
+            destinations,
+        })
     }
 
     /// The bound local address.
@@ -119,7 +124,10 @@ pub async fn run(
     let mut rx = Receiver::new();
     let mut sequence: u64 = 0;
     bump(&common.counters.opens);
-    let _ = common.events.send(LinkEvent::TransportUp { link: common.link }).await;
+    let _ = common
+        .events
+        .send(LinkEvent::TransportUp { link: common.link })
+        .await;
     // One byte more than a frame, so an oversized datagram is seen as such, not truncated
     // into something that looks like a frame.
     let mut buf = [0u8; proto::FRAME_LEN + 1];

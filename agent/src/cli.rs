@@ -1,0 +1,368 @@
+//! The command-line front end: argument parsing and the handlers behind each subcommand.
+//!
+//! Handlers return a process exit code; `main` only sets up logging and calls them. Exit codes
+//! follow sysexits: 78 (EX_CONFIG) for configuration errors, 69 (EX_UNAVAILABLE) when the agent
+//! cannot be reached or a device it needs is unavailable, 1 for anything else.
+
+use std::io::{IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::runtime::{self, Resources, Status};
+
+/// Exit code for configuration errors (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+/// Exit code when a needed service or device is unavailable (sysexits EX_UNAVAILABLE).
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+/// watchkeeper: a lean high-availability agent for bare-metal Bacula hosts.
+#[derive(Debug, Parser)]
+#[command(name = "watchkeeper", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: exchange heartbeats on every link and track peers.
+    Run {
+        /// Cluster configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Log one JSON object per line instead of human-readable text.
+        #[arg(long)]
+        log_json: bool,
+    },
+    /// Show what the running agent sees: peers, links, counters.
+    Status {
+        /// Cluster configuration file (to find the control socket).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Control socket path (overrides the configuration).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a configuration file and exit: 0 if valid, 78 with every error listed if not.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Create a new random cluster key file (mode 0600). Copy it to every node.
+    Keygen {
+        /// Where to write the key.
+        file: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub fn main(cli: Cli) -> u8 {
+    match cli.command {
+        Command::Run {
+            config,
+            node,
+            log_json,
+        } => run(&config, node.as_deref(), log_json),
+        Command::Status {
+            config,
+            node,
+            socket,
+            json,
+        } => status(&config, node.as_deref(), socket, json),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Keygen { file, force } => keygen(&file, force),
+    }
+}
+
+/// Sets up logging: human text, or JSON lines with event fields at the top level.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.with_ansi(std::io::stdout().is_terminal()).init();
+    }
+}
+
+fn load(file: &Path) -> Result<Config, u8> {
+    config::load(file).map_err(|errors| {
+        eprintln!("{errors}");
+        EXIT_CONFIG
+    })
+}
+
+fn run(file: &Path, node: Option<&str>, log_json: bool) -> u8 {
+    init_logging(log_json);
+    let config = match load(file) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let local = match config.local_node(node) {
+        Ok(n) => n.id,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    rt.block_on(async move {
+        let resources = match Resources::open(config, local) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(event = "start_failed", error = %e, "cannot start");
+                eprintln!("watchkeeper: {e}");
+                return EXIT_UNAVAILABLE;
+            }
+        };
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            stop_tx.send_replace(true);
+        });
+        runtime::run(resources, stop).await;
+        0
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the agent can only be killed, which is safe but unclean.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+fn status(file: &Path, node: Option<&str>, socket: Option<PathBuf>, json: bool) -> u8 {
+    let socket = match socket {
+        Some(s) => s,
+        None => {
+            let config = match load(file) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match config.local_node(node) {
+                Ok(n) => n.control_socket.clone(),
+                Err(e) => {
+                    eprintln!("{}: {e}", file.display());
+                    return EXIT_CONFIG;
+                }
+            }
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match rt.block_on(crate::control::query_status(&socket, STATUS_TIMEOUT)) {
+        Ok(st) => {
+            let out = if json {
+                serde_json::to_string_pretty(&st).map(|mut s| {
+                    s.push('\n');
+                    s
+                })
+            } else {
+                Ok(render(&st))
+            };
+            match out {
+                Ok(text) => {
+                    let _ = std::io::stdout().write_all(text.as_bytes());
+                    0
+                }
+                Err(e) => {
+                    eprintln!("cannot render status: {e}");
+                    1
+                }
+            }
+        }
+        Err(e) => {
+            eprintln!("watchkeeper status: {e} (is the agent running?)");
+            EXIT_UNAVAILABLE
+        }
+    }
+}
+
+/// Renders a status report for people.
+pub fn render(st: &Status) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let ago = |v: Option<u64>| v.map_or_else(|| "never".to_owned(), |ms| format!("{ms} ms ago"));
+    let _ = writeln!(
+        s,
+        "cluster {}  node {} ({})  incarnation {}  up {:.1} s  interval {} ms  deadtime {} ms",
+        st.cluster,
+        st.node,
+        st.node_id,
+        st.incarnation,
+        Duration::from_millis(st.uptime_ms).as_secs_f64(),
+        st.heartbeat_interval_ms,
+        st.deadtime_ms
+    );
+    for p in &st.peers {
+        let _ = writeln!(
+            s,
+            "peer {} ({}): {}  last seen {}  role {}  incarnation {}",
+            p.name,
+            p.id,
+            if p.alive { "ALIVE" } else { "DEAD" },
+            ago(p.last_seen_ms_ago),
+            p.role.as_deref().unwrap_or("-"),
+            p.incarnation
+                .map_or_else(|| "-".to_owned(), |i| i.to_string()),
+        );
+        for l in &p.links {
+            let _ = writeln!(
+                s,
+                "  {:<12} {:<4}  last frame {:<14} frames {}",
+                l.link,
+                if l.up { "up" } else { "down" },
+                ago(l.last_seen_ms_ago),
+                l.frames_in
+            );
+        }
+    }
+    let _ = writeln!(s, "links:");
+    for l in &st.links {
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<6} {:<24} transport {:<4}  in {} out {}  crc {} resync {} auth {} replay {} malformed {} misrouted {} foreign {} send-err {}",
+            l.name,
+            l.kind,
+            l.endpoint,
+            if l.transport_up { "up" } else { "down" },
+            l.frames_in,
+            l.frames_out,
+            l.crc_errors,
+            l.resyncs,
+            l.auth_failures,
+            l.replays,
+            l.malformed,
+            l.misrouted,
+            l.foreign_cluster,
+            l.send_errors
+        );
+    }
+    s
+}
+
+fn check_config(file: &Path) -> u8 {
+    match load(file) {
+        Ok(c) => {
+            println!(
+                "{}: ok: cluster {} (id {}), {} nodes, {} links, heartbeat every {} ms, deadtime {} ms",
+                file.display(),
+                c.cluster.name,
+                c.cluster.id,
+                c.nodes.len(),
+                c.links.len(),
+                c.timing.heartbeat_interval.as_millis(),
+                c.timing.deadtime.as_millis()
+            );
+            0
+        }
+        Err(code) => code,
+    }
+}
+
+fn keygen(file: &Path, force: bool) -> u8 {
+    let mut key = [0u8; KEY_BYTES];
+    if let Err(e) = std::fs::File::open("/dev/urandom").and_then(|mut f| {
+        use std::io::Read;
+        f.read_exact(&mut key)
+    }) {
+        eprintln!("cannot read /dev/urandom: {e}");
+        return 1;
+    }
+    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).mode(0o600);
+    if force {
+        opts.create(true).truncate(true);
+    } else {
+        opts.create_new(true);
+    }
+    let written = opts.open(file).and_then(|mut f| {
+        // An existing file keeps its mode when truncated; make sure it is private.
+        use std::os::unix::fs::PermissionsExt;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+        writeln!(f, "{hex}")?;
+        f.sync_all()
+    });
+    match written {
+        Ok(()) => {
+            println!(
+                "wrote a new {}-bit cluster key to {} (mode 0600); copy it to every node",
+                KEY_BYTES * 8,
+                file.display()
+            );
+            0
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            eprintln!(
+                "{} exists; pass --force to replace it (every node must then get the new key)",
+                file.display()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("cannot write {}: {e}", file.display());
+            1
+        }
+    }
+}
+
+/// Default configuration path, as installed by the package.
+const DEFAULT_CONFIG: &str = "/etc/watchkeeper/watchkeeper.toml";
+/// `status` gives up after this long: a healthy agent answers in microseconds, and a stuck
+/// one must not hang an operator's shell or a monitoring script.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Key size: 256 bits, the HMAC-SHA256 block-size-safe strength.
+const KEY_BYTES: usize = 32;
