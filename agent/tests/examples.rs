@@ -5,8 +5,11 @@ use std::path::Path;
 
 fn with_key(dir: &Path) {
     let key = dir.join("cluster.key");
-    std::fs::write(&key, "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n")
-        .expect("write key");
+    std::fs::write(
+        &key,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .expect("write key");
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
 
@@ -37,5 +40,8 @@ fn two_local_agents_template_is_valid() {
         .replace("@PORT_B@", "40002");
     let path = dir.path().join("watchkeeper.toml");
     let c = agent::config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(c.node_by_name("beta").map(|n| n.control_socket.clone()), Some(dir.path().join("beta.sock")));
+    assert_eq!(
+        c.node_by_name("beta").map(|n| n.control_socket.clone()),
+        Some(dir.path().join("beta.sock"))
+    );
 }

@@ -356,3 +356,46 @@ async fn udp_link_ipv4() {
 async fn udp_link_ipv6() {
     udp_pair("[::1]:0", "[::1]:0").await;
 }
+
+/// Two nodes on one multicast group and port, on the loopback interface: each receives the
+/// other's frames, and its own looped-back frames are counted and dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_multicast_group_on_loopback() {
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("free port")
+        .port();
+    let group: std::net::IpAddr = "239.255.77.1".parse().expect("group");
+    let params = UdpParams {
+        bind: std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        interface: None,
+        peers: vec![],
+        multicast: Some(group),
+    };
+    let a = UdpPort::open(&params).expect("open a");
+    let b = UdpPort::open(&params).expect("a second member binds the same group and port");
+    let (ca, mut ea, counters_a) = common(1, 1, &[2]);
+    let (cb, mut eb, counters_b) = common(1, 2, &[1]);
+    let (sa, oa) = LinkSender::new();
+    let (sb, ob) = LinkSender::new();
+    let (stop_tx, stop) = watch::channel(false);
+    let ta = tokio::spawn(udp::run(ca, a, oa, stop.clone()));
+    let tb = tokio::spawn(udp::run(cb, b, ob, stop));
+    sa.send(heartbeat(1, 0, 1, 0));
+    assert_eq!(next_frame(&mut eb).await.sender, node(1));
+    sb.send(heartbeat(2, 0, 1, 0));
+    assert_eq!(next_frame(&mut ea).await.sender, node(2));
+    assert!(
+        counters_a.snapshot().own_frames >= 1,
+        "{:?}",
+        counters_a.snapshot()
+    );
+    assert_eq!(counters_b.snapshot().frames_in, 1);
+    stop_tx.send_replace(true);
+    for t in [ta, tb] {
+        tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .expect("stops")
+            .expect("no panic");
+    }
+}

@@ -46,6 +46,24 @@ pub struct PairSpec {
     pub interval: Duration,
     /// Deadtime.
     pub deadtime: Duration,
+    /// Send to and join this multicast group instead of unicasting.
+    pub multicast: Option<std::net::IpAddr>,
+    /// Bind each node's UDP socket to its veth interface (namespaces only).
+    pub bind_interface: bool,
+}
+
+impl PairSpec {
+    /// A pair with the given links and timing, unicast, not bound to an interface.
+    pub fn new(serial: bool, udp: Option<Net>, interval: Duration, deadtime: Duration) -> Self {
+        Self {
+            serial,
+            udp,
+            interval,
+            deadtime,
+            multicast: None,
+            bind_interface: false,
+        }
+    }
 }
 
 /// The running (or startable) pair.
@@ -123,7 +141,11 @@ impl Pair {
             let _ = writeln!(toml, "[[link]]\nname = \"serial0\"\nkind = \"serial\"\n");
         }
         if spec.udp.is_some() {
-            let _ = writeln!(toml, "[[link]]\nname = \"lan0\"\nkind = \"udp\"\n");
+            let _ = writeln!(toml, "[[link]]\nname = \"lan0\"\nkind = \"udp\"");
+            if let Some(g) = spec.multicast {
+                let _ = writeln!(toml, "multicast = \"{g}\"");
+            }
+            toml.push('\n');
         }
         for (i, name) in NAMES.iter().enumerate() {
             let _ = writeln!(
@@ -136,7 +158,18 @@ impl Pair {
                 let _ = writeln!(toml, "links.serial0 = {{ device = \"{}\" }}", dev.display());
             }
             if let Some(a) = udp[i] {
-                let _ = writeln!(toml, "links.lan0 = {{ address = \"{a}\" }}");
+                match veth.as_ref().filter(|_| spec.bind_interface) {
+                    Some(v) => {
+                        let _ = writeln!(
+                            toml,
+                            "links.lan0 = {{ address = \"{a}\", interface = \"{}\" }}",
+                            v.dev[i]
+                        );
+                    }
+                    None => {
+                        let _ = writeln!(toml, "links.lan0 = {{ address = \"{a}\" }}");
+                    }
+                }
             }
             toml.push('\n');
         }

@@ -19,12 +19,7 @@ const DEADTIME: Duration = Duration::from_millis(1000);
 const WAIT: Duration = Duration::from_secs(10);
 
 fn spec(serial: bool, udp: Option<Net>) -> PairSpec {
-    PairSpec {
-        serial,
-        udp,
-        interval: INTERVAL,
-        deadtime: DEADTIME,
-    }
+    PairSpec::new(serial, udp, INTERVAL, DEADTIME)
 }
 
 fn is_event(v: &Value, event: &str, peer: Option<&str>, link: Option<&str>) -> bool {
@@ -489,4 +484,49 @@ fn a_killed_peer_is_declared_dead_and_its_restart_is_seen() {
         WAIT,
     )
     .expect("beta is alive again for alpha");
+}
+
+#[test]
+fn udp_multicast_bound_to_a_dedicated_interface_goes_down_with_its_carrier() {
+    if !hwtests::netns::available() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI runs as root: network namespaces must be available"
+        );
+        eprintln!(
+            "not root: binding to an interface needs CAP_NET_RAW and network namespaces; not run"
+        );
+        return;
+    }
+    let mut s = spec(false, Some(Net::Namespaces));
+    s.multicast = Some("239.192.7.1".parse().expect("group"));
+    s.bind_interface = true;
+    let mut p = Pair::new(s).expect("pair");
+    start_both(&mut p);
+    let st = p.status(0).expect("status");
+    assert_eq!(
+        pair::peer_link(&st, "beta", "lan0").map(|l| &l["up"]),
+        Some(&Value::Bool(true))
+    );
+    // A pulled crossover cable: the bound socket cannot fall back to another route.
+    p.veth
+        .as_ref()
+        .expect("veth")
+        .set_up(1, false)
+        .expect("carrier down");
+    wait_event(p.agent(0), "peer_down", Some("beta"), None);
+    p.veth
+        .as_ref()
+        .expect("veth")
+        .set_up(1, true)
+        .expect("carrier up");
+    let deadline = std::time::Instant::now() + WAIT;
+    while count_events(p.agent(0), "peer_up") < 2 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        count_events(p.agent(0), "peer_up"),
+        2,
+        "beta did not come back after the carrier returned"
+    );
 }

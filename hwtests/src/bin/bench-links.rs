@@ -52,12 +52,7 @@ fn main() -> Result<()> {
 
 /// Kills the peer `runs` times and measures how long the survivor takes to declare it dead.
 fn detection(serial: bool, udp: Option<Net>, runs: usize) -> Result<Vec<u64>> {
-    let mut p = Pair::new(PairSpec {
-        serial,
-        udp,
-        interval: INTERVAL,
-        deadtime: DEADTIME,
-    })?;
+    let mut p = Pair::new(PairSpec::new(serial, udp, INTERVAL, DEADTIME))?;
     p.start(0)?;
     let mut out = Vec::with_capacity(runs);
     for run in 0..runs {
@@ -99,12 +94,12 @@ fn wait_count(p: &mut Pair, event: &str, n: usize) -> Result<serde_json::Value> 
 
 /// RSS and CPU of an idle agent with a serial and a UDP link at 20 Hz.
 fn idle(secs: u64) -> Result<()> {
-    let mut p = Pair::new(PairSpec {
-        serial: true,
-        udp: Some(Net::Loopback4),
-        interval: INTERVAL,
-        deadtime: DEADTIME,
-    })?;
+    let mut p = Pair::new(PairSpec::new(
+        true,
+        Some(Net::Loopback4),
+        INTERVAL,
+        DEADTIME,
+    ))?;
     p.start(0)?;
     p.start(1)?;
     wait_count(&mut p, "peer_up", 1)?;

@@ -23,7 +23,11 @@ fn main() -> Result<()> {
     nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stop), None)
         .context("block signals")?;
     let cable = PtyCable::new(std::path::Path::new(dir), a, b).context("create cable")?;
-    println!("{} <-> {}", cable.a_path().display(), cable.b_path().display());
+    println!(
+        "{} <-> {}",
+        cable.a_path().display(),
+        cable.b_path().display()
+    );
     loop {
         match stop.wait().context("sigwait")? {
             Signal::SIGUSR1 => {
