@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what is missing, then runs the
-# unit, property and process-level tests, the no_std build of the wire protocol and a short
-# fuzzing run of its decoders. Run from anywhere: bash scripts/test.sh
+# unit, property and process-level tests, the decision engine's scenarios, randomised and
+# exhaustive simulator checks, the no_std build of the wire protocol and short fuzzing runs of
+# the decoders. Run from anywhere: bash scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
   fi
 fi
+bash scripts/deps-ipmi.sh  # ipmi_sim, the BMC the IPMI driver tests run against
+bash scripts/deps-fence.sh  # fence-agents, xmllint, hyperfine and the Redfish emulator (fencing tests)
+bash scripts/deps-qemu.sh  # qemu, busybox, the guest kernel and the musl target (watchdog QEMU test)
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"
   cargo install cargo-nextest --locked
@@ -35,6 +39,12 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --profile "$profile"
 
+say "decision engine: shipped scenarios, 10,000 random fault schedules, every schedule of up to 3 faults"
+cargo build --release -q -p agent --bin watchkeeper
+target/release/watchkeeper simulate --quiet scenarios/*.toml
+target/release/watchkeeper simulate --random "${SIM_SCHEDULES:-10000}" --seed "${SIM_SEED:-$RANDOM}"
+target/release/watchkeeper simulate --exhaustive "${SIM_FAULTS:-3}"
+
 say "proto builds for a bare-metal target (no_std, no alloc)"
 if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
   rustup target add thumbv7em-none-eabihf
@@ -49,4 +59,5 @@ if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked
 fi
 (cd proto && cargo +nightly fuzz run decode -- -max_total_time="${FUZZ_SECONDS:-20}" 2>&1 | tail -n 3)
+(cd drivers && cargo +nightly fuzz run ipmi_decode -- -max_total_time="${FUZZ_SECONDS:-20}" 2>&1 | tail -n 3)
 echo "fuzz: no crash, no failed invariant"

@@ -63,6 +63,45 @@ pub enum Command {
         /// Configuration file.
         file: PathBuf,
     },
+    /// Run one operation on a configured fence device and show how long each step took.
+    Fence {
+        /// Fence device name from the configuration.
+        device: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: crate::fence::cli::FenceAction,
+        /// Node to act on (default: the device's only target).
+        #[arg(long)]
+        target: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Cluster configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Replay failure scenarios in the deterministic simulator and print what each node would
+    /// see, decide and do; or search random fault schedules for a broken rule.
+    Simulate {
+        /// Scenario files (TOML) to replay.
+        scenarios: Vec<PathBuf>,
+        /// Instead, run this many random schedules, checking every rule after every event.
+        #[arg(long, conflicts_with = "scenarios")]
+        random: Option<u64>,
+        /// First seed of the random schedules (or the one seed to replay with --replay).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Replay random schedule `--seed` and print its whole trace.
+        #[arg(long, conflicts_with_all = ["scenarios", "random"])]
+        replay: bool,
+        /// Instead, run every schedule of up to this many faults from a fixed alphabet and
+        /// time grid, for two nodes, two nodes and a witness, and three nodes.
+        #[arg(long, conflicts_with_all = ["scenarios", "random", "replay"])]
+        exhaustive: Option<usize>,
+        /// Print only verdicts, not timelines.
+        #[arg(long, short)]
+        quiet: bool,
+    },
     /// Create a new random cluster key file (mode 0600). Copy it to every node.
     Keygen {
         /// Where to write the key.
@@ -70,6 +109,12 @@ pub enum Command {
         /// Replace an existing file.
         #[arg(long)]
         force: bool,
+    },
+    /// The hardware watchdog: list devices, or test that it resets this host.
+    Watchdog {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: crate::watchdog::cli::WatchdogCommand,
     },
 }
 
@@ -89,6 +134,22 @@ pub fn main(cli: Cli) -> u8 {
         } => status(&config, node.as_deref(), socket, json),
         Command::CheckConfig { file } => check_config(&file),
         Command::Keygen { file, force } => keygen(&file, force),
+        Command::Simulate {
+            scenarios,
+            random,
+            seed,
+            replay,
+            exhaustive,
+            quiet,
+        } => crate::sim::cli(&scenarios, random, seed, replay, exhaustive, quiet),
+        Command::Fence {
+            device,
+            action,
+            target,
+            json,
+            config,
+        } => crate::fence::cli::run(&config, &device, action, target.as_deref(), json),
+        Command::Watchdog { command } => crate::watchdog::cli::main(command),
     }
 }
 
@@ -141,6 +202,13 @@ fn run(file: &Path, node: Option<&str>, log_json: bool) -> u8 {
         }
     };
     rt.block_on(async move {
+        // Handlers first: a SIGTERM that arrived after the watchdog is armed but before they
+        // were installed would kill the agent without the clean disarm, and reset the host.
+        use tokio::signal::unix::{signal, SignalKind};
+        let signals = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        );
         let resources = match Resources::open(config, local) {
             Ok(r) => r,
             Err(e) => {
@@ -151,7 +219,7 @@ fn run(file: &Path, node: Option<&str>, log_json: bool) -> u8 {
         };
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(signals).await;
             stop_tx.send_replace(true);
         });
         runtime::run(resources, stop).await;
@@ -159,12 +227,13 @@ fn run(file: &Path, node: Option<&str>, log_json: bool) -> u8 {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+async fn wait_for_signal(
+    signals: (
+        std::io::Result<tokio::signal::unix::Signal>,
+        std::io::Result<tokio::signal::unix::Signal>,
+    ),
+) {
+    let (Ok(mut term), Ok(mut int)) = signals else {
         // Without signal handlers the agent can only be killed, which is safe but unclean.
         std::future::pending::<()>().await;
         return;
@@ -360,7 +429,7 @@ fn keygen(file: &Path, force: bool) -> u8 {
 }
 
 /// Default configuration path, as installed by the package.
-const DEFAULT_CONFIG: &str = "/etc/watchkeeper/watchkeeper.toml";
+pub(crate) const DEFAULT_CONFIG: &str = "/etc/watchkeeper/watchkeeper.toml";
 /// `status` gives up after this long: a healthy agent answers in microseconds, and a stuck
 /// one must not hang an operator's shell or a monitoring script.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(3);

@@ -7,5 +7,9 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod engine;
+pub mod fence;
 pub mod liveness;
 pub mod runtime;
+pub mod sim;
+pub mod watchdog;

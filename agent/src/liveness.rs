@@ -242,10 +242,12 @@ mod tests {
             role: Role::Standby,
             flags: Flags::default(),
             holder: None,
+            prior: None,
             incarnation,
             sequence: 1,
             epoch: 0,
             view: View::default(),
+            seen_epoch: 0,
         }
     }
 

@@ -2,4 +2,7 @@
 //! small trait with a written contract. No policy lives here: the agent's engine decides, the
 //! drivers act and report what really happened.
 
+pub mod fence;
 pub mod link;
+pub mod secret;
+pub mod watchdog;

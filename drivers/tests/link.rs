@@ -29,10 +29,12 @@ fn heartbeat(sender: u8, link: u8, incarnation: u32, sequence: u64) -> Heartbeat
         role: Role::Standby,
         flags: Flags::default(),
         holder: None,
+        prior: None,
         incarnation,
         sequence,
         epoch: 0,
         view: View::default(),
+        seen_epoch: 0,
     }
 }
 
@@ -189,14 +191,14 @@ async fn serial_link_exchanges_frames_and_counts_noise_forgeries_and_replays() {
         other => panic!("second open should be refused as busy, got {other:?}"),
     }
 
-    // Outgoing: the link stamps link id and a growing sequence.
-    sender.send(heartbeat(1, 9, 3, 999));
+    // Outgoing: the link stamps its link id and keeps the sender's sequence.
+    sender.send(heartbeat(1, 9, 3, 1));
     let out = pty.read_frame().await;
     assert_eq!(
         (out.sender, out.link, out.incarnation, out.sequence),
         (node(1), 0, 3, 1)
     );
-    sender.send(heartbeat(1, 9, 3, 999));
+    sender.send(heartbeat(1, 9, 3, 2));
     assert_eq!(pty.read_frame().await.sequence, 2);
 
     // Incoming: noise, then a frame; the frame decodes and the noise is counted.
@@ -297,7 +299,7 @@ async fn udp_pair(a: &str, b: &str) {
         LinkEvent::TransportUp { link: 1 }
     );
 
-    sender.send(heartbeat(1, 0, 1, 0));
+    sender.send(heartbeat(1, 0, 1, 1));
     std_b
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -381,9 +383,9 @@ async fn udp_multicast_group_on_loopback() {
     let (stop_tx, stop) = watch::channel(false);
     let ta = tokio::spawn(udp::run(ca, a, oa, stop.clone()));
     let tb = tokio::spawn(udp::run(cb, b, ob, stop));
-    sa.send(heartbeat(1, 0, 1, 0));
+    sa.send(heartbeat(1, 0, 1, 1));
     assert_eq!(next_frame(&mut eb).await.sender, node(1));
-    sb.send(heartbeat(2, 0, 1, 0));
+    sb.send(heartbeat(2, 0, 1, 1));
     assert_eq!(next_frame(&mut ea).await.sender, node(2));
     assert!(
         counters_a.snapshot().own_frames >= 1,

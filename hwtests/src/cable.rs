@@ -756,6 +756,18 @@ mod tests {
     }
 
     const WAIT: Duration = Duration::from_secs(2);
+
+    /// The cable's counters once `done` holds, or after [`WAIT`].
+    fn settled(cable: &PtyCable, done: impl Fn(&CableStats) -> bool) -> CableStats {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let stats = cable.stats();
+            if done(&stats) || Instant::now() >= deadline {
+                return stats;
+            }
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
     const QUIET: Duration = Duration::from_millis(150);
 
     #[test]
@@ -777,7 +789,8 @@ mod tests {
         assert_eq!(read_for(&b, 12, WAIT), b"hello from a");
         write_all(&b, b"\x00\xffbinary\r\n");
         assert_eq!(read_for(&a, 10, WAIT), b"\x00\xffbinary\r\n");
-        let stats = cable.stats();
+        // The relay counts a write after it returns, so the reader may see bytes first.
+        let stats = settled(&cable, |s| s.b_to_a_forwarded_bytes == 10);
         assert_eq!(stats.a_to_b_forwarded_bytes, 12);
         assert_eq!(stats.b_to_a_forwarded_bytes, 10);
         assert_eq!(stats.a_to_b_dropped_bytes + stats.b_to_a_dropped_bytes, 0);
@@ -838,7 +851,7 @@ mod tests {
         cable.cut();
         cable.inject(Direction::BtoA, b"zz").expect("inject");
         assert_eq!(read_for(&a, 2, WAIT), b"zz");
-        assert_eq!(cable.stats().injected_bytes, 9);
+        assert_eq!(settled(&cable, |s| s.injected_bytes == 9).injected_bytes, 9);
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! - [`agent::AgentProcess`]: a `watchkeeper` child process, signalled by PID, stopped on drop,
 //!   observed through its JSON logs.
 //! - [`status`]: queries to the agent's Unix control socket.
+//! - [`fifo::FifoWatchdog`]: a FIFO standing in for `/dev/watchdog`, timestamping every feed.
+//! - [`qemu`]: QEMU guests with a real kernel watchdog (i6300esb) that really resets them.
+//! - [`sushy::Sushy`]: sushy-tools' Redfish emulator over HTTP or HTTPS, for the fencing tests.
 //! - [`free_udp_port`] and friends: loopback-only UDP ports for heartbeat links.
 //!
 //! Everything here stays on the machine: network traffic goes to loopback only, processes are
@@ -18,9 +21,13 @@
 
 pub mod agent;
 pub mod cable;
+pub mod fifo;
+pub mod ipmi_sim;
 pub mod netns;
 pub mod pair;
+pub mod qemu;
 pub mod status;
+pub mod sushy;
 pub mod util;
 
 use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};

@@ -302,10 +302,12 @@ fn frame(key: &[u8], cluster: u32, incarnation: u32, sequence: u64) -> [u8; FRAM
         role: Role::Standby,
         flags: Flags::default(),
         holder: None,
+        prior: None,
         incarnation,
         sequence,
         epoch: 0,
         view,
+        seen_epoch: 0,
     };
     let mut out = [0u8; FRAME_LEN];
     hb.encode(&Key::new(key), &mut out);

@@ -12,12 +12,13 @@
 //! |  12 |   1 | sender node id (1..=[`MAX_NODES`])                |
 //! |  13 |   1 | holder node id as the sender sees it (0 = none)   |
 //! |  14 |   1 | link id the frame was sent on (0..[`MAX_LINKS`])  |
-//! |  15 |   1 | reserved, zero                                    |
+//! |  15 |   1 | in a vote: the voter's previous candidate (0 = none) |
 //! |  16 |   4 | incarnation (boot count of the sender)            |
 //! |  20 |   8 | sequence (per sender and link, starts at 1)       |
 //! |  28 |   8 | ownership epoch                                   |
 //! |  36 |   4 | membership view (bit `n-1` = node `n` seen alive) |
-//! |  40 |  16 | HMAC-SHA256(key, bytes 0..40), first 16 bytes     |
+//! |  40 |   8 | highest epoch the sender has seen anywhere        |
+//! |  48 |  16 | HMAC-SHA256(key, bytes 0..48), first 16 bytes     |
 //!
 //! The link id is authenticated so that a frame captured on one link cannot be replayed on
 //! another: each link has its own sequence space and its own replay window.
@@ -42,7 +43,7 @@ pub const VERSION: u8 = 1;
 /// one 64-byte serial burst.
 pub const MAC_LEN: usize = 16;
 /// Length of the authenticated header.
-pub const HEADER_LEN: usize = 40;
+pub const HEADER_LEN: usize = 48;
 /// Length of a whole frame on the wire.
 pub const FRAME_LEN: usize = HEADER_LEN + MAC_LEN;
 
@@ -95,6 +96,8 @@ pub enum Role {
     Witness = 4,
     /// Lost quorum or was told to stop: stopping everything and starving its watchdog.
     SelfFencing = 5,
+    /// Asking for votes to take the resource group over at `epoch`.
+    Candidate = 6,
 }
 
 impl Role {
@@ -107,6 +110,7 @@ impl Role {
             3 => Self::Releasing,
             4 => Self::Witness,
             5 => Self::SelfFencing,
+            6 => Self::Candidate,
             _ => return None,
         })
     }
@@ -120,6 +124,7 @@ impl Role {
             Self::Releasing => "releasing",
             Self::Witness => "witness",
             Self::SelfFencing => "self-fencing",
+            Self::Candidate => "candidate",
         }
     }
 }
@@ -136,10 +141,29 @@ impl Flags {
     pub const STANDBY_MODE: u16 = 1 << 1;
     /// The sender has released the resource group at `epoch` (clean handover).
     pub const RELEASED: u16 = 1 << 2;
+    /// `holder` and `epoch` carry the sender's vote: it grants `holder` the group at `epoch`.
+    pub const VOTE: u16 = 1 << 3;
+
+    /// Bits 8..14 of a vote carry the holder the voter last knew of (0 = none), so that the
+    /// candidate learns of every holder its electorate knows and must fence or outwait it.
+    const KNOWN_HOLDER_SHIFT: u16 = 8;
+    const KNOWN_HOLDER_MASK: u16 = 0x3F << Self::KNOWN_HOLDER_SHIFT;
 
     /// Whether `bit` is set.
     pub const fn has(self, bit: u16) -> bool {
         self.0 & bit != 0
+    }
+
+    /// The flags with the voter's known holder set (see [`Flags::known_holder`]).
+    pub fn with_known_holder(self, holder: Option<NodeId>) -> Self {
+        let id = u16::from(holder.map_or(0, NodeId::get));
+        Self((self.0 & !Self::KNOWN_HOLDER_MASK) | (id << Self::KNOWN_HOLDER_SHIFT))
+    }
+
+    /// In a vote: the holder the voter last knew of.
+    pub fn known_holder(self) -> Option<NodeId> {
+        let id = (self.0 & Self::KNOWN_HOLDER_MASK) >> Self::KNOWN_HOLDER_SHIFT;
+        u8::try_from(id).ok().and_then(NodeId::new)
     }
 }
 
@@ -214,6 +238,9 @@ pub struct Heartbeat {
     pub flags: Flags,
     /// Which node the sender believes holds the resource group.
     pub holder: Option<NodeId>,
+    /// In a vote: the candidate the voter voted for before this one, which may hold the group
+    /// by now and must be accounted for by the new candidate.
+    pub prior: Option<NodeId>,
     /// Boot count of the sender; grows on every start of its agent.
     pub incarnation: u32,
     /// Per (sender, link) sequence number; starts at 1 and only grows within an incarnation.
@@ -222,6 +249,9 @@ pub struct Heartbeat {
     pub epoch: u64,
     /// Nodes the sender sees alive.
     pub view: View,
+    /// The highest epoch the sender has seen in any frame or on its disk: a node that has seen
+    /// epoch `n` will not take the group over at any lower epoch.
+    pub seen_epoch: u64,
 }
 
 /// Why a frame was dropped.
@@ -281,11 +311,12 @@ impl Heartbeat {
         out[12] = self.sender.get();
         out[13] = self.holder.map_or(0, NodeId::get);
         out[14] = self.link;
-        out[15] = 0;
+        out[15] = self.prior.map_or(0, NodeId::get);
         out[16..20].copy_from_slice(&self.incarnation.to_le_bytes());
         out[20..28].copy_from_slice(&self.sequence.to_le_bytes());
         out[28..36].copy_from_slice(&self.epoch.to_le_bytes());
         out[36..40].copy_from_slice(&self.view.0.to_le_bytes());
+        out[40..48].copy_from_slice(&self.seen_epoch.to_le_bytes());
         let mac = key.mac(&out[..HEADER_LEN]);
         out[HEADER_LEN..].copy_from_slice(&mac);
     }
@@ -320,9 +351,10 @@ impl Heartbeat {
         if usize::from(link) >= MAX_LINKS {
             return Err(field("link", link));
         }
-        if frame[15] != 0 {
-            return Err(field("reserved", frame[15]));
-        }
+        let prior = match frame[15] {
+            0 => None,
+            n => Some(NodeId::new(n).ok_or(field("prior", n))?),
+        };
         let sequence = h.u64_at(20);
         if sequence == 0 {
             return Err(DecodeError::Field {
@@ -344,10 +376,12 @@ impl Heartbeat {
             role,
             flags: Flags(h.u16_at(6)),
             holder,
+            prior,
             incarnation: h.u32_at(16),
             sequence,
             epoch: h.u64_at(28),
             view,
+            seen_epoch: h.u64_at(40),
         })
     }
 }
@@ -406,10 +440,12 @@ mod tests {
             role: Role::Holder,
             flags: Flags(Flags::QUORATE),
             holder: NodeId::new(2),
+            prior: None,
             incarnation: 7,
             sequence: 42,
             epoch: 9,
             view,
+            seen_epoch: 11,
         }
     }
 
@@ -512,10 +548,10 @@ mod tests {
             })
         );
         assert_eq!(
-            reseal(&|b| b[15] = 1),
+            reseal(&|b| b[15] = 33),
             Err(DecodeError::Field {
-                field: "reserved",
-                value: 1
+                field: "prior",
+                value: 33
             })
         );
         assert_eq!(
@@ -527,6 +563,14 @@ mod tests {
         );
         assert_eq!(reseal(&|b| b[4] = 2), Err(DecodeError::Version { got: 2 }));
         assert_eq!(reseal(&|b| b[0] = b'X'), Err(DecodeError::Magic));
+    }
+
+    #[test]
+    fn known_holder_bits() {
+        let f = Flags(Flags::VOTE | Flags::RELEASED).with_known_holder(NodeId::new(32));
+        assert_eq!(f.known_holder(), NodeId::new(32));
+        assert!(f.has(Flags::VOTE) && f.has(Flags::RELEASED));
+        assert_eq!(f.with_known_holder(None).known_holder(), None);
     }
 
     #[test]

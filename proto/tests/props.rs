@@ -14,7 +14,7 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
     (
         1u8..=32,
         0u8..8,
-        0u8..6,
+        0u8..7,
         any::<u16>(),
         0u8..=32,
         any::<u32>(),
@@ -27,13 +27,15 @@ fn heartbeat() -> impl Strategy<Value = Heartbeat> {
                 cluster_id: CLUSTER,
                 sender: NodeId::new(sender).expect("strategy yields 1..=32"),
                 link,
-                role: Role::from_u8(role).expect("strategy yields 0..6"),
+                role: Role::from_u8(role).expect("strategy yields 0..7"),
                 flags: Flags(flags),
                 holder: NodeId::new(holder),
+                prior: NodeId::new(holder.wrapping_add(1) % 33),
                 incarnation: inc,
                 sequence: seq,
                 epoch,
                 view: View(view),
+                seen_epoch: epoch.wrapping_add(u64::from(inc)),
             },
         )
 }

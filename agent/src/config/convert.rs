@@ -34,6 +34,9 @@ pub(super) fn convert(file: &Path, text: &str, raw: RawConfig) -> Result<Config,
     let timing = cx.timing(&raw.timing);
     let links = cx.links(&raw.link);
     let nodes = cx.nodes(&raw.node, &links);
+    let nodes = cx.node_watchdogs(&raw.node, timing.as_ref(), nodes);
+    let fencing_raw: Vec<_> = raw.node.iter().map(|n| n.fencing.as_ref()).collect();
+    let fencing = cx.fencing(&raw.fence_device, &raw.node, &fencing_raw);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -43,13 +46,15 @@ pub(super) fn convert(file: &Path, text: &str, raw: RawConfig) -> Result<Config,
         timing,
         links.into_iter().map(|l| l.typed).collect(),
         nodes,
+        fencing,
     ) {
-        (Some(cluster), Some(timing), Some(links), Some(nodes)) => Ok(Config {
+        (Some(cluster), Some(timing), Some(links), Some(nodes), Some(fencing)) => Ok(Config {
             path: file.to_path_buf(),
             cluster,
             timing,
             nodes,
             links,
+            fencing,
         }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,
@@ -63,7 +68,7 @@ pub(super) fn convert(file: &Path, text: &str, raw: RawConfig) -> Result<Config,
 
 /// Parses a humane duration: a decimal number and a unit, `ms`, `s` or `m`, e.g. `"100ms"`,
 /// `"1.5s"`, `"2m"`. Exact to the nanosecond (no floating point).
-pub(super) fn parse_duration(text: &str) -> Option<Duration> {
+pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
     let (number, unit) = text.split_at(split);
@@ -129,7 +134,7 @@ pub(super) fn crc32(bytes: &[u8]) -> u32 {
     !crc
 }
 
-struct Converter<'a> {
+pub(super) struct Converter<'a> {
     file: &'a Path,
     text: &'a str,
     /// Directory that relative paths in the file resolve against.
@@ -173,12 +178,12 @@ impl<'a> Converter<'a> {
         }
     }
 
-    fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: String) {
+    pub(super) fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: String) {
         let error = error::at(self.file, self.text, span, key.into(), message);
         self.errors.push(error);
     }
 
-    fn line_of(&self, span: &Range<usize>) -> usize {
+    pub(super) fn line_of(&self, span: &Range<usize>) -> usize {
         error::line_column(self.text, span.start).0
     }
 
@@ -337,7 +342,7 @@ impl<'a> Converter<'a> {
         })
     }
 
-    fn duration(&mut self, raw: &Spanned<RawDuration>, key: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, raw: &Spanned<RawDuration>, key: &str) -> Option<Duration> {
         let field = key.rsplit('.').next().unwrap_or(key);
         let span = raw.span();
         match raw.get_ref() {
@@ -613,6 +618,7 @@ impl<'a> Converter<'a> {
                     control_socket,
                     state_dir,
                     links: node_links,
+                    watchdog: None,
                 }),
                 _ => all_ok = false,
             }
@@ -826,7 +832,7 @@ impl<'a> Converter<'a> {
 
     /// A path key that may be left out for `default`; relative paths resolve against the
     /// directory of the configuration file.
-    fn path_or(
+    pub(super) fn path_or(
         &mut self,
         raw: Option<&Spanned<String>>,
         default: &str,
@@ -847,7 +853,13 @@ impl<'a> Converter<'a> {
     }
 
     /// Checks a cluster, link or node name; `what` starts the message.
-    fn name(&mut self, name: &Spanned<String>, key: &str, what: &str, max: usize) -> bool {
+    pub(super) fn name(
+        &mut self,
+        name: &Spanned<String>,
+        key: &str,
+        what: &str,
+        max: usize,
+    ) -> bool {
         let text = name.get_ref();
         let message = if text.is_empty() {
             format!(

@@ -16,6 +16,8 @@
 //! their 0-based position in the file, node links by link name. Examples: `cluster.name`,
 //! `timing.deadtime`, `link[0].baud`, `node[1].links.lan0.address`. Errors about a whole table
 //! name the table (`link[0]`, `node`); errors that concern no key use `-`.
+//! Fencing keys follow the same rule: `fence_device[2].password_file`, and a node's levels as
+//! `node[1].fencing[1][0]` (level, then device).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -24,12 +26,26 @@ use std::time::Duration;
 pub use proto::NodeId;
 use proto::MAX_NODES;
 
+pub use convert::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use fence::{
+    FenceConfig, FenceDeviceConfig, FenceDeviceKind, IpmiConfig, IpmiPrivilege,
+    DEFAULT_CIPHER_SUITE, DEFAULT_FENCE_TIMEOUT, DEFAULT_IPMI_PORT, DEFAULT_POLL_INTERVAL,
+    DEFAULT_REQUEST_TIMEOUT, MAX_DEVICE_NAME_LEN, MAX_LEVELS,
+};
 
 mod convert;
 mod error;
+mod fence;
 mod locate;
 mod raw;
+mod watchdog;
+
+pub use watchdog::{
+    WatchdogConfig, WatchdogSelector, DEFAULT_PROGRESS_TIMEOUT, DEFAULT_REALTIME_PRIORITY,
+    DEFAULT_WATCHDOG_TIMEOUT, FEEDS_PER_TIMEOUT_DEFAULT, MAX_PROGRESS_TIMEOUT,
+    MAX_WATCHDOG_TIMEOUT, MIN_FEEDS_PER_TIMEOUT, MIN_FEED_INTERVAL, MIN_PROGRESS_INTERVALS,
+};
 
 /// Reads and checks the configuration file at `path`.
 ///
@@ -62,6 +78,8 @@ pub struct Config {
     pub nodes: Vec<Node>,
     /// Every heartbeat link, indexed by [`LinkId`] (the link's position in the file).
     pub links: Vec<Link>,
+    /// Fence devices and each node's fencing levels.
+    pub fencing: FenceConfig,
 }
 
 /// Cluster identity.
@@ -126,6 +144,8 @@ pub struct Node {
     pub state_dir: PathBuf,
     /// This node's end of each link it takes part in, sorted by link id.
     pub links: Vec<NodeLink>,
+    /// The node's hardware watchdog, if it has one.
+    pub watchdog: Option<WatchdogConfig>,
 }
 
 /// A node's end of one link.

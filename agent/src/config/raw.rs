@@ -27,6 +27,9 @@ pub(super) struct RawConfig {
     pub(super) link: Vec<RawLink>,
     #[serde(default)]
     pub(super) node: Vec<RawNode>,
+    /// STONITH devices; see `fence`.
+    #[serde(default)]
+    pub(super) fence_device: Vec<super::fence::RawFenceDevice>,
 }
 
 /// `[cluster]`.
@@ -81,6 +84,10 @@ pub(super) struct RawNode {
     /// Keyed by link name; the key's span locates errors about the whole attachment.
     #[serde(default)]
     pub(super) links: BTreeMap<Spanned<String>, RawEndpoint>,
+    /// The node's hardware watchdog; see `watchdog`.
+    pub(super) watchdog: Option<super::watchdog::RawWatchdog>,
+    /// Ordered fencing levels for this node; see `fence`.
+    pub(super) fencing: Option<super::fence::RawFencing>,
 }
 
 /// A node's `links.<name> = { ... }`. All keys are optional here because which ones are

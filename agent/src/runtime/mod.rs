@@ -55,6 +55,9 @@ pub enum RuntimeError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Control(#[from] crate::control::ControlError),
+    /// The hardware watchdog could not be armed.
+    #[error(transparent)]
+    Watchdog(#[from] crate::watchdog::WatchdogSetupError),
 }
 
 /// Everything the runtime needs, opened and checked.
@@ -64,6 +67,7 @@ pub struct Resources {
     incarnation: u32,
     links: Vec<OpenLink>,
     control: ControlListener,
+    watchdog: crate::watchdog::NodeWatchdog,
 }
 
 enum Transport {
@@ -147,12 +151,15 @@ impl Resources {
             });
         }
         let control = ControlListener::bind(&me.control_socket)?;
+        // Last, so that nothing can fail after the watchdog is armed.
+        let watchdog = crate::watchdog::NodeWatchdog::open(me)?;
         Ok(Self {
             config,
             local,
             incarnation,
             links,
             control,
+            watchdog,
         })
     }
 
@@ -170,6 +177,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         incarnation,
         links,
         control,
+        mut watchdog,
     } = resources;
     let started = Instant::now();
     let (events_tx, mut events) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
@@ -243,9 +251,15 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         links = link_info.len(),
         "watchkeeper running"
     );
+    watchdog.ready(&format!("node {me} running, incarnation {incarnation}"));
+    // Only a shutdown request is a planned stop; the loop ending for any other reason is not.
+    let mut planned_stop = false;
+    // One sequence for all links: receivers order frames that took different paths by it.
+    let mut sequence: u64 = 0;
     let mut ticker = tokio::time::interval(config.timing.heartbeat_interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        watchdog.tick();
         let deadline = liveness.next_deadline().map(tokio::time::Instant::from_std);
         tokio::select! {
             ev = events.recv() => match ev {
@@ -264,7 +278,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                 None => break,
             },
             _ = ticker.tick() => {
-                let hb = announce(&config, local, incarnation, &liveness);
+                sequence += 1;
+                let mut hb = announce(&config, local, incarnation, &liveness);
+                hb.sequence = sequence;
                 for s in &senders {
                     s.send(hb);
                 }
@@ -276,6 +292,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             }
             r = shutdown.changed() => {
                 if r.is_err() || *shutdown.borrow() {
+                    planned_stop = true;
                     break;
                 }
             }
@@ -285,6 +302,13 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         }
     }
     tracing::info!(event = "stopping", node = %me, "watchkeeper stopping");
+    // Link tasks end on shutdown too, so the loop may have left through their closed channel.
+    planned_stop |= *shutdown.borrow();
+    // Until the engine holds resources, a planned stop holds nothing and may disarm.
+    watchdog.stop(
+        planned_stop,
+        "the runtime loop ended without a shutdown request",
+    );
     drop(senders);
     let stop_all = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
@@ -310,10 +334,12 @@ fn announce(config: &Config, local: NodeId, incarnation: u32, liveness: &Livenes
         role: Role::Standby,
         flags: Flags::default(),
         holder: None,
+        prior: None,
         incarnation,
         sequence: 0,
         epoch: 0,
         view,
+        seen_epoch: 0,
     }
 }
 

@@ -87,8 +87,9 @@ impl std::fmt::Debug for LinkCommon {
 
 /// The sending side of a link, held by the agent.
 ///
-/// The agent publishes the heartbeat it wants announced; the link task stamps it with the link
-/// id and its own sequence number and sends it at once. Publishing replaces any frame not yet
+/// The agent publishes the heartbeat it wants announced, numbered with its own sequence (one
+/// counter per sender for all links, so that a receiver can order what reaches it over
+/// different paths); the link task stamps it with the link id and sends it at once. Publishing replaces any frame not yet
 /// sent, so a slow transport never builds a queue of stale heartbeats.
 #[derive(Debug, Clone)]
 pub struct LinkSender {
@@ -102,17 +103,16 @@ impl LinkSender {
         (Self { tx }, rx)
     }
 
-    /// Asks the link to send `heartbeat` now (link id and sequence are filled in by the link).
+    /// Asks the link to send `heartbeat` now (the link fills in its link id).
     pub fn send(&self, heartbeat: Heartbeat) {
         self.tx.send_replace(Some(heartbeat));
     }
 }
 
-/// Encodes `template` as sent on `link` with `sequence`.
-fn stamp(template: &Heartbeat, link: u8, sequence: u64, key: &[u8]) -> [u8; proto::FRAME_LEN] {
+/// Encodes `template` as sent on `link`.
+fn stamp(template: &Heartbeat, link: u8, key: &[u8]) -> [u8; proto::FRAME_LEN] {
     let mut hb = *template;
     hb.link = link;
-    hb.sequence = sequence;
     let mut out = [0u8; proto::FRAME_LEN];
     hb.encode(&proto::Key::new(key), &mut out);
     out

@@ -100,7 +100,6 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rx = Receiver::new();
-    let mut sequence: u64 = 0;
     let mut port = port;
     let mut backoff = REOPEN_BACKOFF_MIN;
     let mut last_error: Option<String> = None;
@@ -132,15 +131,7 @@ pub async fn run(
             .send(LinkEvent::TransportUp { link: common.link })
             .await;
 
-        let reason = serve(
-            &common,
-            &mut p,
-            &mut rx,
-            &mut sequence,
-            &mut outgoing,
-            &mut shutdown,
-        )
-        .await;
+        let reason = serve(&common, &mut p, &mut rx, &mut outgoing, &mut shutdown).await;
         drop(p);
         match reason {
             None => return,
@@ -166,7 +157,6 @@ async fn serve(
     common: &LinkCommon,
     port: &mut SerialPort,
     rx: &mut Receiver,
-    sequence: &mut u64,
     outgoing: &mut watch::Receiver<Option<Heartbeat>>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<String> {
@@ -194,8 +184,7 @@ async fn serve(
                     return None;
                 }
                 let Some(template) = *outgoing.borrow_and_update() else { continue };
-                *sequence += 1;
-                let frame = stamp(&template, common.link, *sequence, &common.key);
+                let frame = stamp(&template, common.link, &common.key);
                 let mut wire = [0u8; MAX_ENCODED_LEN];
                 let n = proto::serial::encode(&frame, &mut wire);
                 match tokio::time::timeout(WRITE_TIMEOUT, port.stream.write_all(&wire[..n])).await {

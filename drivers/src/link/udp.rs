@@ -122,7 +122,6 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut rx = Receiver::new();
-    let mut sequence: u64 = 0;
     bump(&common.counters.opens);
     let _ = common
         .events
@@ -151,8 +150,7 @@ pub async fn run(
                     return;
                 }
                 let Some(template) = *outgoing.borrow_and_update() else { continue };
-                sequence += 1;
-                let frame = stamp(&template, common.link, sequence, &common.key);
+                let frame = stamp(&template, common.link, &common.key);
                 for dest in &port.destinations {
                     match port.socket.send_to(&frame, dest).await {
                         Ok(_) => {

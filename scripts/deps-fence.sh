@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Installs what the fencing tests and benchmark need, and does nothing when it is all there:
+#   apt : fence-agents (fence_ipmilan, fence_redfish and their metadata schema), ipmitool (which
+#         fence_ipmilan runs), libxml2-utils
+#         (xmllint, to validate fence_watchkeeper's metadata), hyperfine (bench-fence.sh),
+#         openssl (self-signed certificates for the HTTPS emulator), python3-venv
+#   venv: sushy-tools (the Redfish emulator), pinned in scripts/requirements-sushy.txt, in
+#         $WATCHKEEPER_TEST_VENV (default /opt/watchkeeper-test-venv when root, else
+#         ~/.cache/watchkeeper-test-venv); the tests look in the same place.
+# The IPMI simulator (openipmi) comes from scripts/deps-ipmi.sh. Called by scripts/test.sh.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+
+# 1. Debian packages, installed only if one is missing.
+packages=(fence-agents ipmitool libxml2-utils hyperfine openssl python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [ "$status" = "install ok installed" ] || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}"
+  "${sudo_cmd[@]}" apt-get update -qq
+  # fence-agents pulls in daemons' libraries but must not start any; a temporary policy-rc.d
+  # keeps maintainer scripts from starting services on a machine that has none yet.
+  created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
+    --no-install-recommends "${missing[@]}"
+  [ "$created_policy" = 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
+fi
+
+# 2. The Redfish emulator in its own virtualenv, on Debian's python so no other interpreter
+#    is needed. pip is asked only when the pinned version is not already there.
+if [ -n "${WATCHKEEPER_TEST_VENV:-}" ]; then
+  venv=$WATCHKEEPER_TEST_VENV
+elif [ "$(id -u)" -eq 0 ]; then
+  venv=/opt/watchkeeper-test-venv
+else
+  venv=$HOME/.cache/watchkeeper-test-venv
+fi
+want=$(sed -n 's/^sushy-tools==//p' "$here/requirements-sushy.txt")
+have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy-tools"))' \
+  2>/dev/null || true)
+if [ "$have" != "$want" ]; then
+  echo "installing sushy-tools $want into $venv"
+  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements-sushy.txt"
+fi
+
+command -v fence_ipmilan >/dev/null && command -v fence_redfish >/dev/null
+command -v xmllint >/dev/null && command -v hyperfine >/dev/null
+"$venv/bin/python" -c 'import sushy_tools.emulator.main' >/dev/null
