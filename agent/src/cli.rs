@@ -375,6 +375,17 @@ fn check_config(file: &Path) -> u8 {
                 c.timing.heartbeat_interval.as_millis(),
                 c.timing.deadtime.as_millis()
             );
+            let budget = c.failover_budget();
+            let total: Duration = budget.iter().map(|(_, d)| *d).sum();
+            let parts: Vec<String> = budget
+                .iter()
+                .map(|(what, d)| format!("{what} {} ms", d.as_millis()))
+                .collect();
+            println!(
+                "worst case before a takeover may start: {} ms ({})",
+                total.as_millis(),
+                parts.join(", ")
+            );
             0
         }
         Err(code) => code,

@@ -37,6 +37,7 @@ pub(super) fn convert(file: &Path, text: &str, raw: RawConfig) -> Result<Config,
     let nodes = cx.node_watchdogs(&raw.node, timing.as_ref(), nodes);
     let fencing_raw: Vec<_> = raw.node.iter().map(|n| n.fencing.as_ref()).collect();
     let fencing = cx.fencing(&raw.fence_device, &raw.node, &fencing_raw);
+    let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -47,15 +48,19 @@ pub(super) fn convert(file: &Path, text: &str, raw: RawConfig) -> Result<Config,
         links.into_iter().map(|l| l.typed).collect(),
         nodes,
         fencing,
+        failover,
     ) {
-        (Some(cluster), Some(timing), Some(links), Some(nodes), Some(fencing)) => Ok(Config {
-            path: file.to_path_buf(),
-            cluster,
-            timing,
-            nodes,
-            links,
-            fencing,
-        }),
+        (Some(cluster), Some(timing), Some(links), Some(nodes), Some(fencing), Some(failover)) => {
+            Ok(Config {
+                path: file.to_path_buf(),
+                cluster,
+                timing,
+                nodes,
+                links,
+                fencing,
+                failover,
+            })
+        }
         _ => Err(ConfigErrors::new(vec![error::at(
             file,
             text,

@@ -28,6 +28,11 @@ use proto::MAX_NODES;
 
 pub use convert::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
+pub use failover::{
+    FailoverConfig, DEFAULT_ELECTION_TIMEOUT, DEFAULT_FENCE_DELAY, DEFAULT_FENCE_LEVEL_TIMEOUT,
+    DEFAULT_FENCE_RETRY, DEFAULT_RESTART_LIMIT, DEFAULT_STALL_TIMEOUT, DEFAULT_STARTUP_TIMEOUT,
+    DEFAULT_WATCHDOG_MARGIN, MIN_FENCE_TIMEOUT, WATCHDOG_MARGIN_SLACK,
+};
 pub use fence::{
     FenceConfig, FenceDeviceConfig, FenceDeviceKind, IpmiConfig, IpmiPrivilege,
     DEFAULT_CIPHER_SUITE, DEFAULT_FENCE_TIMEOUT, DEFAULT_IPMI_PORT, DEFAULT_POLL_INTERVAL,
@@ -36,6 +41,7 @@ pub use fence::{
 
 mod convert;
 mod error;
+mod failover;
 mod fence;
 mod locate;
 mod raw;
@@ -80,6 +86,8 @@ pub struct Config {
     pub links: Vec<Link>,
     /// Fence devices and each node's fencing levels.
     pub fencing: FenceConfig,
+    /// The failover budget and the witnesses.
+    pub failover: FailoverConfig,
 }
 
 /// Cluster identity.

@@ -30,6 +30,9 @@ pub(super) struct RawConfig {
     /// STONITH devices; see `fence`.
     #[serde(default)]
     pub(super) fence_device: Vec<super::fence::RawFenceDevice>,
+    /// The failover budget; see `failover`.
+    #[serde(default)]
+    pub(super) failover: super::failover::RawFailover,
 }
 
 /// `[cluster]`.
@@ -88,6 +91,8 @@ pub(super) struct RawNode {
     pub(super) watchdog: Option<super::watchdog::RawWatchdog>,
     /// Ordered fencing levels for this node; see `fence`.
     pub(super) fencing: Option<super::fence::RawFencing>,
+    /// The node only votes (a quorum witness); see `failover`.
+    pub(super) witness: Option<Spanned<bool>>,
 }
 
 /// A node's `links.<name> = { ... }`. All keys are optional here because which ones are
