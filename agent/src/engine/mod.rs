@@ -482,11 +482,7 @@ impl Engine {
         level: usize,
         outcome: FenceOutcome,
     ) {
-        let Some(ji) = self
-            .fence_jobs
-            .iter()
-            .position(|j| j.target == target && j.level == level)
-        else {
+        let Some(ji) = self.fence_job(target, level) else {
             return;
         };
         if !matches!(self.fence_jobs[ji].state, FenceState::InFlight { .. }) {
@@ -513,11 +509,7 @@ impl Engine {
     }
 
     fn on_verify_result(&mut self, now: Instant, target: NodeId, level: usize, off: bool) {
-        let Some(ji) = self
-            .fence_jobs
-            .iter()
-            .position(|j| j.target == target && j.level == level)
-        else {
+        let Some(ji) = self.fence_job(target, level) else {
             return;
         };
         if !matches!(self.fence_jobs[ji].state, FenceState::Verifying { .. }) {
@@ -532,6 +524,12 @@ impl Engine {
                 "independent confirmation reads the target on".into(),
             );
         }
+    }
+
+    fn fence_job(&self, target: NodeId, level: usize) -> Option<usize> {
+        self.fence_jobs
+            .iter()
+            .position(|j| j.target == target && j.level == level)
     }
 
     fn fence_confirmed(&mut self, ji: usize, verified: bool) {

@@ -804,13 +804,7 @@ impl Sim {
                     ResourceOutcome::Started
                 };
                 let at = self.now + self.spec.resource_time;
-                let name = self
-                    .spec
-                    .base
-                    .resources
-                    .get(index)
-                    .cloned()
-                    .unwrap_or_default();
+                let name = self.resource_name(index);
                 self.log(Some(i), format!("start {name}"));
                 self.push(
                     at,
@@ -824,13 +818,7 @@ impl Sim {
             Action::StopResource { index } => {
                 let failed = std::mem::take(&mut self.nodes[i].fail_stop[index]);
                 let at = self.now + self.spec.resource_time;
-                let name = self
-                    .spec
-                    .base
-                    .resources
-                    .get(index)
-                    .cloned()
-                    .unwrap_or_default();
+                let name = self.resource_name(index);
                 self.log(Some(i), format!("stop {name}"));
                 if !failed {
                     self.push(
@@ -908,6 +896,15 @@ impl Sim {
                 self.log(Some(i), format!("{e:?}"));
             }
         }
+    }
+
+    fn resource_name(&self, index: usize) -> String {
+        self.spec
+            .base
+            .resources
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| index.to_string())
     }
 
     /// Rules 2 and 4 at the moment node `i` is allowed to take over.
