@@ -39,11 +39,12 @@ profile=default
 [ "${CI:-}" = "true" ] && profile=ci
 cargo nextest run --workspace --profile "$profile"
 
-say "decision engine: shipped scenarios, 10,000 random fault schedules, every schedule of up to 3 faults"
+say "decision engine: scenarios, 10,000 random schedules, every schedule of up to 3 faults, breadth-first exploration"
 cargo build --release -q -p agent --bin watchkeeper
 target/release/watchkeeper simulate --quiet scenarios/*.toml
 target/release/watchkeeper simulate --random "${SIM_SCHEDULES:-10000}" --seed "${SIM_SEED:-$RANDOM}"
 target/release/watchkeeper simulate --exhaustive "${SIM_FAULTS:-3}"
+target/release/watchkeeper simulate --explore "${SIM_EXPLORE_FAULTS:-2}" --steps 20
 
 say "proto builds for a bare-metal target (no_std, no alloc)"
 if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then

@@ -98,6 +98,13 @@ pub enum Command {
         /// time grid, for two nodes, two nodes and a witness, and three nodes.
         #[arg(long, conflicts_with_all = ["scenarios", "random", "replay"])]
         exhaustive: Option<usize>,
+        /// Instead, explore the state graph breadth-first with up to this many faults, merging
+        /// identical states, for the same three cluster shapes.
+        #[arg(long, conflicts_with_all = ["scenarios", "random", "replay", "exhaustive"])]
+        explore: Option<usize>,
+        /// Steps of 250 ms that --explore runs after the cluster has formed.
+        #[arg(long, default_value_t = 20)]
+        steps: usize,
         /// Print only verdicts, not timelines.
         #[arg(long, short)]
         quiet: bool,
@@ -140,8 +147,18 @@ pub fn main(cli: Cli) -> u8 {
             seed,
             replay,
             exhaustive,
+            explore,
+            steps,
             quiet,
-        } => crate::sim::cli(&scenarios, random, seed, replay, exhaustive, quiet),
+        } => crate::sim::cli(
+            &scenarios,
+            random,
+            seed,
+            replay,
+            exhaustive,
+            explore.map(|k| (k, steps)),
+            quiet,
+        ),
         Command::Fence {
             device,
             action,

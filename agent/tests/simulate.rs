@@ -173,3 +173,21 @@ fn every_single_fault_schedule_is_safe_and_failover_is_reachable() {
         );
     }
 }
+
+#[test]
+fn breadth_first_exploration_with_one_fault_is_safe_and_reaches_failover() {
+    use agent::sim::{explore, Shape};
+    // Pinned like the exhaustive counts: a change means the engine's behaviour changed.
+    for (shape, states) in [
+        (Shape::TwoNodes, 554u64),
+        (Shape::TwoNodesWitness, 551),
+        (Shape::ThreeNodes, 796),
+    ] {
+        let out = explore(shape, 1, 10, std::time::Duration::from_millis(250));
+        if let Some(v) = out.violation {
+            panic!("{shape:?}: {v}");
+        }
+        assert!(out.failover_reachable, "{shape:?}");
+        assert_eq!(out.states, states, "{shape:?}");
+    }
+}

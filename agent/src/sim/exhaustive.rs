@@ -124,6 +124,20 @@ fn fingerprint(s: &Sim) -> u64 {
     h.finish()
 }
 
+/// The cluster the exhaustive checks run for `shape`.
+pub(super) fn spec_for(shape: Shape) -> SimSpec {
+    spec(shape)
+}
+
+/// The faults the exhaustive checks draw from for `shape`.
+pub(super) fn alphabet_for(shape: Shape) -> Vec<Fault> {
+    let n = match shape {
+        Shape::TwoNodes => 2,
+        Shape::TwoNodesWitness | Shape::ThreeNodes => 3,
+    };
+    faults(shape, n)
+}
+
 fn spec(shape: Shape) -> SimSpec {
     let ms = Duration::from_millis;
     let (names, witnesses) = match shape {
@@ -165,6 +179,18 @@ fn spec(shape: Shape) -> SimSpec {
 
 fn alphabet(shape: Shape, n: usize) -> Vec<(Duration, Fault)> {
     let ms = Duration::from_millis;
+    let faults = faults(shape, n);
+    let mut out = Vec::new();
+    for at in [ms(1000), ms(1700), ms(3000)] {
+        for f in &faults {
+            out.push((at, f.clone()));
+        }
+    }
+    out
+}
+
+fn faults(shape: Shape, n: usize) -> Vec<Fault> {
+    let ms = Duration::from_millis;
     let voters = if shape == Shape::TwoNodesWitness {
         2
     } else {
@@ -191,13 +217,7 @@ fn alphabet(shape: Shape, n: usize) -> Vec<(Duration, Fault)> {
         faults.push(Fault::Command(i, Command::Switchover(node_id(j))));
     }
     faults.push(Fault::HealAll);
-    let mut out = Vec::new();
-    for at in [ms(1000), ms(1700), ms(3000)] {
-        for f in &faults {
-            out.push((at, f.clone()));
-        }
-    }
-    out
+    faults
 }
 
 /// Simulated time each schedule runs for: enough for detection, fencing, reboot and rejoin.

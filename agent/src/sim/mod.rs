@@ -13,6 +13,7 @@
 mod check;
 mod cli;
 mod exhaustive;
+mod explore;
 mod random;
 mod scenario;
 mod world;
@@ -20,6 +21,7 @@ mod world;
 pub use check::Violation;
 pub use cli::cli;
 pub use exhaustive::{run_exhaustive, ExhaustiveOutcome, Shape};
+pub use explore::{explore, ExploreOutcome};
 pub use random::{random_schedule, run_random, RandomOutcome};
 pub use scenario::{Report, Scenario, ScenarioError};
 pub use world::{node_id, DeviceMode, Fault, NodeTruth, Sim, SimSpec, TraceLine};

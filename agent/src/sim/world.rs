@@ -251,6 +251,8 @@ pub struct Sim {
     pub(super) takeovers: u32,
     /// Also trace every heartbeat sent (for replaying one seed by hand).
     pub trace_frames: bool,
+    /// Keep no trace at all (the explorer holds many worlds at once).
+    pub trace_off: bool,
     inputs: u64,
 }
 
@@ -273,6 +275,7 @@ impl Sim {
             violation: None,
             takeovers: 0,
             trace_frames: false,
+            trace_off: false,
             inputs: 0,
             spec,
         };
@@ -379,6 +382,32 @@ impl Sim {
         v
     }
 
+    /// A hash of everything that determines this world's future: every engine, every node's
+    /// truth, the links, the devices, the random state and the pending events (by time from
+    /// now, not by their sequence numbers). Two worlds with the same fingerprint at the same
+    /// simulated time behave the same from then on.
+    pub fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        let mut pending: Vec<String> = self
+            .queue
+            .iter()
+            .map(|Reverse((at, _, ev))| format!("{:?} {ev:?}", at.saturating_sub(self.now)))
+            .collect();
+        pending.sort();
+        format!(
+            "{:?}|{:?}|{:?}|{}|{:?}",
+            self.nodes, self.cut, self.devices, self.rng, pending
+        )
+        .hash(&mut h);
+        h.finish()
+    }
+
+    /// The current simulated time.
+    pub fn now(&self) -> Duration {
+        self.now
+    }
+
     /// The trace so far.
     pub fn trace(&self) -> &[TraceLine] {
         &self.trace
@@ -453,7 +482,7 @@ impl Sim {
     }
 
     fn log(&mut self, node: Option<usize>, what: String) {
-        if self.trace.len() < MAX_TRACE {
+        if !self.trace_off && self.trace.len() < MAX_TRACE {
             self.trace.push(TraceLine {
                 at: self.now,
                 node,
