@@ -61,6 +61,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(path, &text)
 }
 
+/// Reads and checks the configuration file at `path` without reading its key file: for
+/// simulating the cluster it describes on a machine that does not hold the key. The key in
+/// the result is empty; such a configuration must never run an agent.
+pub fn load_for_simulation(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors::unreadable(path, &e))?;
+    let raw: raw::RawConfig =
+        toml::from_str(&text).map_err(|e| ConfigErrors::from_toml(path, &text, &e))?;
+    convert::convert_with(path, &text, raw, false)
+}
+
 /// Checks the configuration `text`, as if read from `path`.
 ///
 /// `path` names the file in errors and is the base for relative paths in it. The key file is

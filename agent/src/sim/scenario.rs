@@ -77,9 +77,15 @@ struct RawScenario {
     name: String,
     #[serde(default)]
     description: String,
+    #[serde(default)]
     nodes: Vec<String>,
     #[serde(default)]
     witnesses: Vec<String>,
+    /// A cluster configuration file (relative to the scenario) that gives the nodes, the
+    /// witnesses, the timing, the failover budget, the watchdogs and the number of fencing
+    /// levels; `[cluster]` then only adds what the file cannot say (device and resource
+    /// times, latency).
+    config: Option<String>,
     duration: String,
     #[serde(default)]
     seed: u64,
@@ -194,8 +200,32 @@ impl Scenario {
                     }),
                 }
             };
-        let mut names = raw.nodes.clone();
-        names.extend(raw.witnesses.iter().cloned());
+        let cluster = match &raw.config {
+            None => None,
+            Some(c) => {
+                let file = Path::new(path).parent().unwrap_or(Path::new(".")).join(c);
+                Some(
+                    crate::config::load_for_simulation(&file)
+                        .map_err(|e| bad(format!("config {c}: {e}")))?,
+                )
+            }
+        };
+        let (mut names, witness_names) = match &cluster {
+            None => (raw.nodes.clone(), raw.witnesses.clone()),
+            Some(cfg) => {
+                let w = &cfg.failover.witnesses;
+                (
+                    cfg.nodes
+                        .iter()
+                        .filter(|n| !w.contains(&n.name))
+                        .map(|n| n.name.clone())
+                        .collect(),
+                    w.clone(),
+                )
+            }
+        };
+        let witness_count = witness_names.len();
+        names.extend(witness_names);
         if names.len() < 2 || names.len() > proto::MAX_NODES {
             return Err(bad(format!(
                 "a scenario needs 2 to {} nodes",
@@ -238,18 +268,36 @@ impl Scenario {
             }),
             restart_limit: 1,
         };
+        let mut base = base;
+        let mut from_file = None;
+        if let Some(cfg) = &cluster {
+            let e = cfg.engine_config(cfg.nodes[0].id, base.resources.clone());
+            let levels = e.nodes.iter().map(|n| n.fencing.len()).max().unwrap_or(0);
+            let voters: Vec<_> = e.nodes.iter().filter(|n| !n.witness).collect();
+            let watchdog = voters
+                .iter()
+                .map(|n| n.watchdog_timeout)
+                .collect::<Option<Vec<_>>>()
+                .and_then(|v| v.into_iter().min());
+            base = EngineConfig {
+                resources: base.resources,
+                restart_limit: base.restart_limit,
+                ..e
+            };
+            from_file = Some((levels, watchdog));
+        }
         let latency = dur("latency", &c.latency, ms(2))?;
         let sim =
             SimSpec {
                 names: names.clone(),
-                witnesses: raw.witnesses.len(),
+                witnesses: witness_count,
                 base,
-                levels: c.levels.unwrap_or(1),
+                levels: from_file.map_or(c.levels.unwrap_or(1), |f| f.0),
                 confirm_level0: c.confirm_with.unwrap_or(false),
-                watchdog: if c.no_watchdog.unwrap_or(false) {
-                    None
-                } else {
-                    Some(dur("watchdog", &c.watchdog, ms(5000))?)
+                watchdog: match from_file {
+                    Some((_, wd)) => wd,
+                    None if c.no_watchdog.unwrap_or(false) => None,
+                    None => Some(dur("watchdog", &c.watchdog, ms(5000))?),
                 },
                 latency: (latency / 2, latency),
                 loss_per_mille: 0,
