@@ -230,6 +230,11 @@ impl Engine {
         match input {
             Input::Tick => {}
             Input::Heartbeat(hb) => self.on_heartbeat(now, hb),
+            Input::Link { link, up } => self.log(if up {
+                Event::LinkUp(link)
+            } else {
+                Event::LinkDown(link)
+            }),
             Input::FenceResult {
                 target,
                 level,
@@ -1692,6 +1697,19 @@ mod tests {
             );
         }
         assert_eq!(e.role(), Role::Starting);
+    }
+
+    #[test]
+    fn link_transport_changes_are_logged_and_change_nothing_else() {
+        let t0 = Instant::now();
+        let (mut e, now, _) = holder_of_three(t0);
+        e.handle(now, Input::Link { link: 1, up: false });
+        let actions = drain(&mut e);
+        assert!(
+            actions.contains(&Action::Log(Event::LinkDown(1))),
+            "{actions:?}"
+        );
+        assert_eq!(e.holder_epoch(), Some(1));
     }
 
     #[test]

@@ -76,6 +76,14 @@ pub enum Input {
     Tick,
     /// An authenticated, fresh heartbeat from a peer.
     Heartbeat(Heartbeat),
+    /// A link's transport opened or failed (a serial port unplugged, a socket error). Peer
+    /// liveness still comes from frames alone; this is recorded for the decision log.
+    Link {
+        /// Link id.
+        link: u8,
+        /// Whether the transport is up.
+        up: bool,
+    },
     /// A fencing level finished.
     FenceResult {
         /// Node fenced.
@@ -270,6 +278,10 @@ pub enum Event {
     PeerUp(NodeId),
     /// A peer fell silent on every link.
     PeerDown(NodeId),
+    /// A link's transport came up.
+    LinkUp(u8),
+    /// A link's transport failed.
+    LinkDown(u8),
     /// This node gained quorum.
     QuorumGained,
     /// This node lost quorum.
