@@ -13,6 +13,7 @@
 //! - No policy: a driver never decides whether to fence, it does what it is told and reports the
 //!   truth.
 
+pub mod double;
 pub mod exec;
 pub mod ipmi;
 pub mod redfish;
