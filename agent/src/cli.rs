@@ -208,15 +208,9 @@ fn run(file: &Path, node: Option<&str>, log_json: bool) -> u8 {
             return EXIT_CONFIG;
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     rt.block_on(async move {
         // Handlers first: a SIGTERM that arrived after the watchdog is armed but before they
@@ -278,15 +272,9 @@ fn status(file: &Path, node: Option<&str>, socket: Option<PathBuf>, json: bool) 
             }
         }
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     match rt.block_on(crate::control::query_status(&socket, STATUS_TIMEOUT)) {
         Ok(st) => {
@@ -407,6 +395,18 @@ fn check_config(file: &Path) -> u8 {
         }
         Err(code) => code,
     }
+}
+
+/// The single-threaded tokio runtime the commands run on, or the exit code after saying why
+/// there is none.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, u8> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("cannot start the async runtime: {e}");
+            1
+        })
 }
 
 fn keygen(file: &Path, force: bool) -> u8 {

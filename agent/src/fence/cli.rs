@@ -142,15 +142,9 @@ pub fn run(
         total_ms: 0.0,
         error: None,
     };
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::cli::runtime() {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return 1;
-        }
+        Err(code) => return code,
     };
     let step_started = Instant::now();
     let built = rt.block_on(async { super::build_device(dev) });
