@@ -297,78 +297,85 @@ impl Converter<'_> {
         };
         let mut ok = true;
         // Keys that belong to other types are refused, so a typo'd type is noticed.
-        let foreign: Vec<(&str, Option<std::ops::Range<usize>>)> = match kind {
-            RawFenceType::Ipmi => vec![
-                ("url", raw.url.as_ref().map(Spanned::span)),
-                ("system", raw.system.as_ref().map(Spanned::span)),
-                ("auth", raw.auth.as_ref().map(Spanned::span)),
-                ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
-                ("fingerprint", raw.fingerprint.as_ref().map(Spanned::span)),
-                ("insecure", raw.insecure.as_ref().map(Spanned::span)),
-                (
-                    "request_timeout",
-                    raw.request_timeout.as_ref().map(Spanned::span),
-                ),
-                ("agent", raw.agent.as_ref().map(Spanned::span)),
-                (
-                    "options",
-                    raw.options
-                        .as_ref()
-                        .and_then(|o| o.values().next())
-                        .map(Spanned::span),
-                ),
-                (
-                    "plugs",
-                    raw.plugs
-                        .as_ref()
-                        .and_then(|p| p.keys().next())
-                        .map(Spanned::span),
-                ),
-            ],
-            RawFenceType::Redfish => vec![
-                ("address", raw.address.as_ref().map(Spanned::span)),
-                ("cipher_suite", raw.cipher_suite.as_ref().map(Spanned::span)),
-                ("privilege", raw.privilege.as_ref().map(Spanned::span)),
-                (
-                    "danger_allow_no_integrity",
-                    raw.danger_allow_no_integrity.as_ref().map(Spanned::span),
-                ),
-                ("agent", raw.agent.as_ref().map(Spanned::span)),
-                (
-                    "options",
-                    raw.options
-                        .as_ref()
-                        .and_then(|o| o.values().next())
-                        .map(Spanned::span),
-                ),
-                (
-                    "plugs",
-                    raw.plugs
-                        .as_ref()
-                        .and_then(|p| p.keys().next())
-                        .map(Spanned::span),
-                ),
-            ],
-            RawFenceType::Exec => vec![
-                ("address", raw.address.as_ref().map(Spanned::span)),
-                ("cipher_suite", raw.cipher_suite.as_ref().map(Spanned::span)),
-                ("privilege", raw.privilege.as_ref().map(Spanned::span)),
-                (
-                    "danger_allow_no_integrity",
-                    raw.danger_allow_no_integrity.as_ref().map(Spanned::span),
-                ),
-                ("url", raw.url.as_ref().map(Spanned::span)),
-                ("system", raw.system.as_ref().map(Spanned::span)),
-                ("auth", raw.auth.as_ref().map(Spanned::span)),
-                ("ca_file", raw.ca_file.as_ref().map(Spanned::span)),
-                ("fingerprint", raw.fingerprint.as_ref().map(Spanned::span)),
-                ("insecure", raw.insecure.as_ref().map(Spanned::span)),
-                (
-                    "request_timeout",
-                    raw.request_timeout.as_ref().map(Spanned::span),
-                ),
-            ],
-        };
+        let options = raw
+            .options
+            .as_ref()
+            .and_then(|o| o.values().next())
+            .map(Spanned::span);
+        let plugs_span = raw
+            .plugs
+            .as_ref()
+            .and_then(|p| p.keys().next())
+            .map(Spanned::span);
+        // Every type-specific key with the type it belongs to.
+        let owned: [(&str, RawFenceType, Option<std::ops::Range<usize>>); 14] = [
+            (
+                "address",
+                RawFenceType::Ipmi,
+                raw.address.as_ref().map(Spanned::span),
+            ),
+            (
+                "cipher_suite",
+                RawFenceType::Ipmi,
+                raw.cipher_suite.as_ref().map(Spanned::span),
+            ),
+            (
+                "privilege",
+                RawFenceType::Ipmi,
+                raw.privilege.as_ref().map(Spanned::span),
+            ),
+            (
+                "danger_allow_no_integrity",
+                RawFenceType::Ipmi,
+                raw.danger_allow_no_integrity.as_ref().map(Spanned::span),
+            ),
+            (
+                "url",
+                RawFenceType::Redfish,
+                raw.url.as_ref().map(Spanned::span),
+            ),
+            (
+                "system",
+                RawFenceType::Redfish,
+                raw.system.as_ref().map(Spanned::span),
+            ),
+            (
+                "auth",
+                RawFenceType::Redfish,
+                raw.auth.as_ref().map(Spanned::span),
+            ),
+            (
+                "ca_file",
+                RawFenceType::Redfish,
+                raw.ca_file.as_ref().map(Spanned::span),
+            ),
+            (
+                "fingerprint",
+                RawFenceType::Redfish,
+                raw.fingerprint.as_ref().map(Spanned::span),
+            ),
+            (
+                "insecure",
+                RawFenceType::Redfish,
+                raw.insecure.as_ref().map(Spanned::span),
+            ),
+            (
+                "request_timeout",
+                RawFenceType::Redfish,
+                raw.request_timeout.as_ref().map(Spanned::span),
+            ),
+            (
+                "agent",
+                RawFenceType::Exec,
+                raw.agent.as_ref().map(Spanned::span),
+            ),
+            ("options", RawFenceType::Exec, options),
+            ("plugs", RawFenceType::Exec, plugs_span),
+        ];
+        let foreign = owned
+            .into_iter()
+            .filter(|(_, owner, _)| *owner != kind)
+            .map(|(f, _, s)| (f, s));
         for (field, span) in foreign {
             if let Some(span) = span {
                 let message =
