@@ -227,7 +227,18 @@ impl ExecDevice {
         // Bounded by the deadline: each round runs the agent (itself bounded) or sleeps; the
         // pause doubles from a short first one up to the configured interval.
         loop {
-            let state = self.status_of(plug, deadline).await?;
+            let state = match self.status_of(plug, deadline).await {
+                Ok(state) => state,
+                // The agent already read the other state back; the deadline cutting a later,
+                // slow read leaves that the last word: the fence is unconfirmed, not silent.
+                Err(e) if e.kind == FenceErrorKind::Timeout && polls > 0 => {
+                    return Err(self.error(
+                        FenceErrorKind::Unconfirmed,
+                        format!("{action} succeeded but status still reported the other state after {polls} reads when the deadline passed"),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
             polls += 1;
             if state == want {
                 tracing::info!(device = %self.name, target, action, polls,
