@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the fencing tests and benchmark need, and does nothing when it is all there:
-#   apt : fence-agents (fence_ipmilan, fence_redfish and their metadata schema), ipmitool (which
-#         fence_ipmilan runs), libxml2-utils
+#   apt : fence-agents (fence_ipmilan, fence_redfish, fence_apc_snmp, fence_ifmib and their
+#         metadata schema), ipmitool (which fence_ipmilan runs), snmp (the net-snmp tools the SNMP
+#         agents run), snmpd (net-snmp's agent: the PDU and switch the SNMP tests fence through),
+#         socat, libxml2-utils
 #         (xmllint, to validate fence_watchkeeper's metadata), hyperfine (bench-fence.sh),
 #         openssl (self-signed certificates for the HTTPS emulator), python3-venv
-#   venv: sushy-tools (the Redfish emulator), pinned in scripts/requirements-sushy.txt, in
+#   venv: sushy-tools (the Redfish emulator) and pymodbus (the Modbus PDU), pinned in
+#         scripts/requirements-test.txt, in
 #         $WATCHKEEPER_TEST_VENV (default /opt/watchkeeper-test-venv when root, else
 #         ~/.cache/watchkeeper-test-venv); the tests look in the same place.
 # The IPMI simulator (openipmi) comes from scripts/deps-ipmi.sh. Called by scripts/test.sh.
@@ -15,7 +18,7 @@ sudo_cmd=()
 [ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
 
 # 1. Debian packages, installed only if one is missing.
-packages=(fence-agents ipmitool libxml2-utils hyperfine openssl python3-venv)
+packages=(fence-agents ipmitool snmp snmpd socat libxml2-utils hyperfine openssl python3-venv)
 missing=()
 for p in "${packages[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
@@ -37,8 +40,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$created_policy" = 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
 fi
 
-# 2. The Redfish emulator in its own virtualenv, on Debian's python so no other interpreter
-#    is needed. pip is asked only when the pinned version is not already there.
+# 2. The simulators in their own virtualenv, on Debian's python so no other interpreter is
+#    needed. pip is asked only when a pinned version is not already there.
 if [ -n "${WATCHKEEPER_TEST_VENV:-}" ]; then
   venv=$WATCHKEEPER_TEST_VENV
 elif [ "$(id -u)" -eq 0 ]; then
@@ -46,15 +49,17 @@ elif [ "$(id -u)" -eq 0 ]; then
 else
   venv=$HOME/.cache/watchkeeper-test-venv
 fi
-want=$(sed -n 's/^sushy-tools==//p' "$here/requirements-sushy.txt")
-have=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("sushy-tools"))' \
-  2>/dev/null || true)
+want=$(grep -E '^(sushy-tools|pymodbus)==' "$here/requirements-test.txt" | sort | tr '\n' ' ')
+have=$("$venv/bin/python" -c 'import importlib.metadata as m
+for p in ("pymodbus", "sushy-tools"): print(f"{p}=={m.version(p)}", end=" ")' 2>/dev/null || true)
 if [ "$have" != "$want" ]; then
-  echo "installing sushy-tools $want into $venv"
+  echo "installing $want into $venv"
   [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements-sushy.txt"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements-test.txt"
 fi
 
 command -v fence_ipmilan >/dev/null && command -v fence_redfish >/dev/null
+command -v fence_apc_snmp >/dev/null && command -v fence_ifmib >/dev/null
+command -v snmpd >/dev/null || [ -x /usr/sbin/snmpd ]
 command -v xmllint >/dev/null && command -v hyperfine >/dev/null
-"$venv/bin/python" -c 'import sushy_tools.emulator.main' >/dev/null
+"$venv/bin/python" -c 'import sushy_tools.emulator.main, pymodbus, serial' >/dev/null

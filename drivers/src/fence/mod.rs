@@ -16,7 +16,9 @@
 pub mod double;
 pub mod exec;
 pub mod ipmi;
+pub mod modbus;
 pub mod redfish;
+pub mod snmp;
 
 use std::future::Future;
 use std::pin::Pin;
