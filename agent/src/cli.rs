@@ -76,6 +76,39 @@ pub enum Command {
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
+        /// Why, for the fence ledger (`off`, `on` and `reboot` are recorded there).
+        #[arg(long, default_value = "operator command")]
+        reason: String,
+        /// This machine's node name, whose state directory holds the ledger (default: the host
+        /// name; off a cluster node nothing is recorded).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cluster configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Enable a fabric-fenced node's switch ports again, once the local agent hears it; or list
+    /// the fabric fences in force.
+    Unfence {
+        /// Node whose ports to enable.
+        #[arg(required_unless_present = "list")]
+        target: Option<String>,
+        /// Only this ifmib device (default: every ifmib device of the node).
+        #[arg(long)]
+        device: Option<String>,
+        /// Why, for the fence ledger.
+        #[arg(long, default_value = "operator command")]
+        reason: String,
+        /// Enable the ports even though the local agent does not hear the node (or cannot be
+        /// asked): only after checking by other means that the node is healthy.
+        #[arg(long)]
+        force: bool,
+        /// List the fabric fences in force, from the ledger.
+        #[arg(long, conflicts_with_all = ["target", "force", "device"])]
+        list: bool,
+        /// This machine's node name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
         /// Cluster configuration file.
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
@@ -164,8 +197,35 @@ pub fn main(cli: Cli) -> u8 {
             action,
             target,
             json,
+            reason,
+            node,
             config,
-        } => crate::fence::cli::run(&config, &device, action, target.as_deref(), json),
+        } => crate::fence::cli::run(
+            &config,
+            &device,
+            action,
+            target.as_deref(),
+            json,
+            &reason,
+            node.as_deref(),
+        ),
+        Command::Unfence {
+            target,
+            device,
+            reason,
+            force,
+            list,
+            node,
+            config,
+        } => crate::fence::unfence::run(&crate::fence::unfence::UnfenceArgs {
+            config: &config,
+            target: target.as_deref(),
+            device: device.as_deref(),
+            node: node.as_deref(),
+            reason: &reason,
+            force,
+            list,
+        }),
         Command::Watchdog { command } => crate::watchdog::cli::main(command),
     }
 }

@@ -95,7 +95,7 @@ const CASES: &[Case] = &[
     Case {
         name: "unknown_type",
         edits: &[("type = \"ipmi\"", "type = \"ilo\"")],
-        expected: "{file}:23:8: fence_device[0].type: unknown variant `ilo`, expected one of `ipmi`, `redfish`, `exec`",
+        expected: "{file}:23:8: fence_device[0].type: unknown variant `ilo`, expected one of `ipmi`, `redfish`, `exec`, `modbus`, `snmp-pdu`, `ifmib`",
     },
     Case {
         name: "unknown_target_node",

@@ -21,12 +21,29 @@ fn repo(rel: &str) -> std::path::PathBuf {
 fn deploy_example_is_valid() {
     let dir = tempfile::tempdir().expect("tempdir");
     with_key(dir.path());
+    for secret in [
+        "ipmi-a.pass",
+        "ipmi-b.pass",
+        "pdu-1.auth",
+        "pdu-1.priv",
+        "san.community",
+    ] {
+        let path = dir.path().join(secret);
+        std::fs::write(&path, "s3cret-passphrase\n").expect("write secret");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let text = std::fs::read_to_string(repo("deploy/watchkeeper.toml")).expect("read example");
     let path = dir.path().join("watchkeeper.toml");
     let c = agent::config::parse(&path, &text).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(c.nodes.len(), 2);
     assert_eq!(c.links.len(), 3);
     assert_eq!(c.node_by_name("bacula-b").map(|n| n.links.len()), Some(3));
+    assert_eq!(c.fencing.devices.len(), 5);
+    assert_eq!(
+        c.fencing.levels.get("bacula-a").map(Vec::len),
+        Some(3),
+        "BMC, both PDUs, SAN"
+    );
 }
 
 #[test]

@@ -13,6 +13,10 @@
 //! - [`status`]: queries to the agent's Unix control socket.
 //! - [`fifo::FifoWatchdog`]: a FIFO standing in for `/dev/watchdog`, timestamping every feed.
 //! - [`qemu`]: QEMU guests with a real kernel watchdog (i6300esb) that really resets them.
+//! - [`snmpd::Snmpd`]: net-snmp's agent playing a switched PDU (APC, Raritan, Eaton) and an
+//!   IF-MIB switch, for the SNMP fencing tests.
+//! - [`modbus_pdu::ModbusPdu`]: a pymodbus switched PDU over Modbus TCP or RTU, for the Modbus
+//!   fencing tests.
 //! - [`sushy::Sushy`]: sushy-tools' Redfish emulator over HTTP or HTTPS, for the fencing tests.
 //! - [`free_udp_port`] and friends: loopback-only UDP ports for heartbeat links.
 //!
@@ -23,9 +27,11 @@ pub mod agent;
 pub mod cable;
 pub mod fifo;
 pub mod ipmi_sim;
+pub mod modbus_pdu;
 pub mod netns;
 pub mod pair;
 pub mod qemu;
+pub mod snmpd;
 pub mod status;
 pub mod sushy;
 pub mod util;

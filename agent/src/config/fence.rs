@@ -13,12 +13,15 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use drivers::fence::exec::ExecParams;
+use drivers::fence::modbus::ModbusParams;
 use drivers::fence::redfish::{parse_fingerprint, RedfishAuth, RedfishParams, TlsTrust};
+use drivers::fence::snmp::pdu::SnmpPduParams;
 use drivers::secret::Secret;
 use serde::Deserialize;
 use toml::Spanned;
 
 use super::convert::{humane, Converter};
+use super::fence_pdu::IfMibConfig;
 use super::raw::{RawDuration, RawNode};
 
 /// Every fence device and every node's fencing levels, validated.
@@ -60,6 +63,26 @@ pub enum FenceDeviceKind {
     Redfish(RedfishParams),
     /// Any fence-agents program.
     Exec(ExecParams),
+    /// A switched PDU over Modbus TCP or RTU.
+    Modbus(ModbusParams),
+    /// A switched PDU over SNMP.
+    SnmpPdu(SnmpPduParams),
+    /// Switch ports disabled over SNMP (IF-MIB): fabric fencing, undone by unfencing.
+    IfMib(IfMibConfig),
+}
+
+impl FenceDeviceKind {
+    /// The type as the configuration file spells it.
+    pub fn type_word(&self) -> &'static str {
+        match self {
+            Self::Ipmi(_) => "ipmi",
+            Self::Redfish(_) => "redfish",
+            Self::Exec(_) => "exec",
+            Self::Modbus(_) => "modbus",
+            Self::SnmpPdu(_) => "snmp-pdu",
+            Self::IfMib(_) => "ifmib",
+        }
+    }
 }
 
 /// IPMI settings as configured (turned into the driver's parameters by `crate::fence`).
@@ -116,41 +139,99 @@ pub const MAX_LEVELS: usize = 8;
     expecting = "a [[fence_device]] table with name and type"
 )]
 pub(super) struct RawFenceDevice {
-    name: Spanned<String>,
+    pub(super) name: Spanned<String>,
     #[serde(rename = "type")]
-    kind: Spanned<RawFenceType>,
-    target: Option<Spanned<String>>,
-    plugs: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
-    username: Option<Spanned<String>>,
-    password: Option<Spanned<String>>,
-    password_file: Option<Spanned<String>>,
-    timeout: Option<Spanned<RawDuration>>,
-    poll_interval: Option<Spanned<RawDuration>>,
-    address: Option<Spanned<String>>,
-    cipher_suite: Option<Spanned<i64>>,
-    privilege: Option<Spanned<String>>,
-    danger_allow_no_integrity: Option<Spanned<bool>>,
-    url: Option<Spanned<String>>,
-    system: Option<Spanned<String>>,
-    auth: Option<Spanned<String>>,
-    ca_file: Option<Spanned<String>>,
-    fingerprint: Option<Spanned<String>>,
-    insecure: Option<Spanned<bool>>,
-    request_timeout: Option<Spanned<RawDuration>>,
-    agent: Option<Spanned<String>>,
-    options: Option<BTreeMap<String, Spanned<String>>>,
+    pub(super) kind: Spanned<RawFenceType>,
+    pub(super) target: Option<Spanned<String>>,
+    pub(super) plugs: Option<BTreeMap<Spanned<String>, Spanned<String>>>,
+    pub(super) username: Option<Spanned<String>>,
+    pub(super) password: Option<Spanned<String>>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) timeout: Option<Spanned<RawDuration>>,
+    pub(super) poll_interval: Option<Spanned<RawDuration>>,
+    pub(super) address: Option<Spanned<String>>,
+    pub(super) cipher_suite: Option<Spanned<i64>>,
+    pub(super) privilege: Option<Spanned<String>>,
+    pub(super) danger_allow_no_integrity: Option<Spanned<bool>>,
+    pub(super) url: Option<Spanned<String>>,
+    pub(super) system: Option<Spanned<String>>,
+    pub(super) auth: Option<Spanned<String>>,
+    pub(super) ca_file: Option<Spanned<String>>,
+    pub(super) fingerprint: Option<Spanned<String>>,
+    pub(super) insecure: Option<Spanned<bool>>,
+    pub(super) request_timeout: Option<Spanned<RawDuration>>,
+    pub(super) agent: Option<Spanned<String>>,
+    pub(super) options: Option<BTreeMap<String, Spanned<String>>>,
+    pub(super) serial: Option<Spanned<String>>,
+    pub(super) baud: Option<Spanned<i64>>,
+    pub(super) unit: Option<Spanned<i64>>,
+    pub(super) outlets: Option<RawTargetMap>,
+    pub(super) off_time: Option<Spanned<RawDuration>>,
+    pub(super) community: Option<Spanned<String>>,
+    pub(super) community_file: Option<Spanned<String>>,
+    pub(super) auth_protocol: Option<Spanned<String>>,
+    pub(super) privacy: Option<Spanned<String>>,
+    pub(super) privacy_password: Option<Spanned<String>>,
+    pub(super) privacy_password_file: Option<Spanned<String>>,
+    pub(super) retries: Option<Spanned<i64>>,
+    pub(super) profile: Option<Spanned<String>>,
+    pub(super) control_oid: Option<Spanned<String>>,
+    pub(super) status_oid: Option<Spanned<String>>,
+    pub(super) on_value: Option<Spanned<i64>>,
+    pub(super) off_value: Option<Spanned<i64>>,
+    pub(super) status_on: Option<Spanned<i64>>,
+    pub(super) status_off: Option<Spanned<i64>>,
+    pub(super) ports: Option<RawTargetMap>,
+    pub(super) check_oper_status: Option<Spanned<bool>>,
+    pub(super) unfence: Option<Spanned<String>>,
 }
 
-/// `type = "ipmi" | "redfish" | "exec"`.
+/// `outlets = { beta = [...] }` / `ports = { beta = [...] }`: per node, its outlets or ports.
+pub(super) type RawTargetMap = BTreeMap<Spanned<String>, Spanned<Vec<Spanned<toml::Value>>>>;
+
+/// `type = "ipmi" | "redfish" | "exec" | "modbus" | "snmp-pdu" | "ifmib"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(
-    rename_all = "lowercase",
-    expecting = "a fence device type, \"ipmi\", \"redfish\" or \"exec\""
-)]
-enum RawFenceType {
+#[serde(expecting = "a fence device type: ipmi, redfish, exec, modbus, snmp-pdu or ifmib")]
+pub(super) enum RawFenceType {
+    #[serde(rename = "ipmi")]
     Ipmi,
+    #[serde(rename = "redfish")]
     Redfish,
+    #[serde(rename = "exec")]
     Exec,
+    #[serde(rename = "modbus")]
+    Modbus,
+    #[serde(rename = "snmp-pdu")]
+    SnmpPdu,
+    #[serde(rename = "ifmib")]
+    IfMib,
+}
+
+impl RawFenceType {
+    /// As the file spells it.
+    pub(super) fn word(self) -> &'static str {
+        match self {
+            Self::Ipmi => "ipmi",
+            Self::Redfish => "redfish",
+            Self::Exec => "exec",
+            Self::Modbus => "modbus",
+            Self::SnmpPdu => "snmp-pdu",
+            Self::IfMib => "ifmib",
+        }
+    }
+
+    /// Types whose nodes are the keys of an outlet or port map rather than `target`.
+    fn mapped(self) -> bool {
+        matches!(self, Self::Modbus | Self::SnmpPdu | Self::IfMib)
+    }
+}
+
+/// A type-specific key: its name, the types it applies to, and where it is written if it is.
+type OwnedKey<'a> = (&'a str, &'a [RawFenceType], Option<std::ops::Range<usize>>);
+
+/// The span of a map's first key, to point at the map.
+fn first_key_span(map: Option<&RawTargetMap>) -> Option<std::ops::Range<usize>> {
+    map.and_then(|m| m.keys().next()).map(Spanned::span)
 }
 
 /// A node's `fencing` as written: levels of device names.
@@ -198,6 +279,9 @@ impl Converter<'_> {
                 ok = false;
                 let mut t: Vec<String> = raw.target.iter().map(|t| t.get_ref().clone()).collect();
                 t.extend(raw.plugs.iter().flatten().map(|(n, _)| n.get_ref().clone()));
+                for map in [&raw.outlets, &raw.ports] {
+                    t.extend(map.iter().flatten().map(|(n, _)| n.get_ref().clone()));
+                }
                 targets_of.insert(name, t);
             }
             typed.extend(device);
@@ -290,11 +374,7 @@ impl Converter<'_> {
         nodes: &[&str],
     ) -> Option<FenceDeviceConfig> {
         let kind = *raw.kind.get_ref();
-        let type_word = match kind {
-            RawFenceType::Ipmi => "ipmi",
-            RawFenceType::Redfish => "redfish",
-            RawFenceType::Exec => "exec",
-        };
+        let type_word = kind.word();
         let mut ok = true;
         // Keys that belong to other types are refused, so a typo'd type is noticed.
         let options = raw
@@ -307,79 +387,178 @@ impl Converter<'_> {
             .as_ref()
             .and_then(|p| p.keys().next())
             .map(Spanned::span);
-        // Every type-specific key with the type it belongs to.
-        let owned: [(&str, RawFenceType, Option<std::ops::Range<usize>>); 14] = [
+        // Every type-specific key with the types it belongs to.
+        use RawFenceType::{Exec, IfMib, Ipmi, Modbus, Redfish, SnmpPdu};
+        let owned: Vec<OwnedKey<'_>> = vec![
+            (
+                "target",
+                &[Ipmi, Redfish, Exec],
+                raw.target.as_ref().map(Spanned::span),
+            ),
             (
                 "address",
-                RawFenceType::Ipmi,
+                &[Ipmi, Modbus, SnmpPdu, IfMib],
                 raw.address.as_ref().map(Spanned::span),
             ),
             (
+                "username",
+                &[Ipmi, Redfish, Exec, SnmpPdu, IfMib],
+                raw.username.as_ref().map(Spanned::span),
+            ),
+            (
+                "password",
+                &[Ipmi, Redfish, Exec, SnmpPdu, IfMib],
+                raw.password.as_ref().map(Spanned::span),
+            ),
+            (
+                "password_file",
+                &[Ipmi, Redfish, Exec, SnmpPdu, IfMib],
+                raw.password_file.as_ref().map(Spanned::span),
+            ),
+            (
                 "cipher_suite",
-                RawFenceType::Ipmi,
+                &[Ipmi],
                 raw.cipher_suite.as_ref().map(Spanned::span),
             ),
             (
                 "privilege",
-                RawFenceType::Ipmi,
+                &[Ipmi],
                 raw.privilege.as_ref().map(Spanned::span),
             ),
             (
                 "danger_allow_no_integrity",
-                RawFenceType::Ipmi,
+                &[Ipmi],
                 raw.danger_allow_no_integrity.as_ref().map(Spanned::span),
             ),
-            (
-                "url",
-                RawFenceType::Redfish,
-                raw.url.as_ref().map(Spanned::span),
-            ),
-            (
-                "system",
-                RawFenceType::Redfish,
-                raw.system.as_ref().map(Spanned::span),
-            ),
-            (
-                "auth",
-                RawFenceType::Redfish,
-                raw.auth.as_ref().map(Spanned::span),
-            ),
+            ("url", &[Redfish], raw.url.as_ref().map(Spanned::span)),
+            ("system", &[Redfish], raw.system.as_ref().map(Spanned::span)),
+            ("auth", &[Redfish], raw.auth.as_ref().map(Spanned::span)),
             (
                 "ca_file",
-                RawFenceType::Redfish,
+                &[Redfish],
                 raw.ca_file.as_ref().map(Spanned::span),
             ),
             (
                 "fingerprint",
-                RawFenceType::Redfish,
+                &[Redfish],
                 raw.fingerprint.as_ref().map(Spanned::span),
             ),
             (
                 "insecure",
-                RawFenceType::Redfish,
+                &[Redfish],
                 raw.insecure.as_ref().map(Spanned::span),
             ),
             (
                 "request_timeout",
-                RawFenceType::Redfish,
+                &[Redfish, Modbus, SnmpPdu, IfMib],
                 raw.request_timeout.as_ref().map(Spanned::span),
             ),
+            ("agent", &[Exec], raw.agent.as_ref().map(Spanned::span)),
+            ("options", &[Exec], options),
+            ("plugs", &[Exec], plugs_span),
+            ("serial", &[Modbus], raw.serial.as_ref().map(Spanned::span)),
+            ("baud", &[Modbus], raw.baud.as_ref().map(Spanned::span)),
+            ("unit", &[Modbus], raw.unit.as_ref().map(Spanned::span)),
             (
-                "agent",
-                RawFenceType::Exec,
-                raw.agent.as_ref().map(Spanned::span),
+                "outlets",
+                &[Modbus, SnmpPdu],
+                first_key_span(raw.outlets.as_ref()),
             ),
-            ("options", RawFenceType::Exec, options),
-            ("plugs", RawFenceType::Exec, plugs_span),
+            (
+                "off_time",
+                &[Modbus, SnmpPdu],
+                raw.off_time.as_ref().map(Spanned::span),
+            ),
+            (
+                "community",
+                &[SnmpPdu, IfMib],
+                raw.community.as_ref().map(Spanned::span),
+            ),
+            (
+                "community_file",
+                &[SnmpPdu, IfMib],
+                raw.community_file.as_ref().map(Spanned::span),
+            ),
+            (
+                "auth_protocol",
+                &[SnmpPdu, IfMib],
+                raw.auth_protocol.as_ref().map(Spanned::span),
+            ),
+            (
+                "privacy",
+                &[SnmpPdu, IfMib],
+                raw.privacy.as_ref().map(Spanned::span),
+            ),
+            (
+                "privacy_password",
+                &[SnmpPdu, IfMib],
+                raw.privacy_password.as_ref().map(Spanned::span),
+            ),
+            (
+                "privacy_password_file",
+                &[SnmpPdu, IfMib],
+                raw.privacy_password_file.as_ref().map(Spanned::span),
+            ),
+            (
+                "retries",
+                &[SnmpPdu, IfMib],
+                raw.retries.as_ref().map(Spanned::span),
+            ),
+            (
+                "profile",
+                &[SnmpPdu],
+                raw.profile.as_ref().map(Spanned::span),
+            ),
+            (
+                "control_oid",
+                &[SnmpPdu],
+                raw.control_oid.as_ref().map(Spanned::span),
+            ),
+            (
+                "status_oid",
+                &[SnmpPdu],
+                raw.status_oid.as_ref().map(Spanned::span),
+            ),
+            (
+                "on_value",
+                &[SnmpPdu],
+                raw.on_value.as_ref().map(Spanned::span),
+            ),
+            (
+                "off_value",
+                &[SnmpPdu],
+                raw.off_value.as_ref().map(Spanned::span),
+            ),
+            (
+                "status_on",
+                &[SnmpPdu],
+                raw.status_on.as_ref().map(Spanned::span),
+            ),
+            (
+                "status_off",
+                &[SnmpPdu],
+                raw.status_off.as_ref().map(Spanned::span),
+            ),
+            ("ports", &[IfMib], first_key_span(raw.ports.as_ref())),
+            (
+                "check_oper_status",
+                &[IfMib],
+                raw.check_oper_status.as_ref().map(Spanned::span),
+            ),
+            ("unfence", &[IfMib], raw.unfence.as_ref().map(Spanned::span)),
         ];
         let foreign = owned
             .into_iter()
-            .filter(|(_, owner, _)| *owner != kind)
+            .filter(|(_, owners, _)| !owners.contains(&kind))
             .map(|(f, _, s)| (f, s));
         for (field, span) in foreign {
             if let Some(span) = span {
-                let message =
-                    format!("{field} does not apply to {type_word} fence devices: remove it");
+                let message = if field == "target" {
+                    let map = if kind == IfMib { "ports" } else { "outlets" };
+                    format!("target does not apply to {type_word} fence devices: the nodes it fences are the keys of `{map}`")
+                } else {
+                    format!("{field} does not apply to {type_word} fence devices: remove it")
+                };
                 self.error(span, format!("{key}.{field}"), message);
                 ok = false;
             }
@@ -402,7 +581,31 @@ impl Converter<'_> {
                 plugs.insert(node.get_ref().clone(), Some(plug.get_ref().clone()));
             }
         }
-        if targets.is_empty() {
+        if kind.mapped() {
+            let map = if kind == IfMib {
+                &raw.ports
+            } else {
+                &raw.outlets
+            };
+            for node in map.iter().flat_map(BTreeMap::keys) {
+                let field = if kind == IfMib { "ports" } else { "outlets" };
+                ok &= self.known_node(node, &format!("{key}.{field}.{}", node.get_ref()), nodes);
+                targets.push(node.get_ref().clone());
+            }
+        }
+        if targets.is_empty() && kind.mapped() {
+            let (field, example) = match kind {
+                IfMib => ("ports", "ports = { beta = [5, \"fc1/6\"] }"),
+                Modbus => ("outlets", "outlets = { beta = [{ coil = 2 }] }"),
+                _ => ("outlets", "outlets = { beta = [3, 4] }"),
+            };
+            self.error(
+                raw.name.span(),
+                format!("{key}.{field}"),
+                format!("{type_word} fence device needs `{field}`, the nodes it fences and theirs, e.g. {example}"),
+            );
+            ok = false;
+        } else if targets.is_empty() {
             let message = match kind {
                 RawFenceType::Exec => {
                     "exec fence device needs `target`, the node it fences, or \
@@ -443,6 +646,11 @@ impl Converter<'_> {
             RawFenceType::Exec => {
                 self.exec(raw, key, password.clone().flatten(), poll_interval, plugs)
             }
+            RawFenceType::Modbus => self.modbus(raw, key, poll_interval),
+            RawFenceType::SnmpPdu => {
+                self.snmp_pdu(raw, key, password.clone().flatten(), poll_interval)
+            }
+            RawFenceType::IfMib => self.ifmib(raw, key, password.clone().flatten(), poll_interval),
         };
         match (ok, typed, timeout, password) {
             (true, Some(kind), Some(timeout), Some(_)) => Some(FenceDeviceConfig {
@@ -455,7 +663,7 @@ impl Converter<'_> {
         }
     }
 
-    fn known_node(&mut self, node: &Spanned<String>, key: &str, nodes: &[&str]) -> bool {
+    pub(super) fn known_node(&mut self, node: &Spanned<String>, key: &str, nodes: &[&str]) -> bool {
         if nodes.contains(&node.get_ref().as_str()) {
             return true;
         }
@@ -468,7 +676,7 @@ impl Converter<'_> {
         false
     }
 
-    fn duration_or(
+    pub(super) fn duration_or(
         &mut self,
         raw: Option<&Spanned<RawDuration>>,
         key: &str,
@@ -490,23 +698,40 @@ impl Converter<'_> {
 
     /// `Some(None)`: no password configured; `None`: an error was recorded.
     fn password(&mut self, raw: &RawFenceDevice, key: &str) -> Option<Option<Secret>> {
-        match (&raw.password, &raw.password_file) {
+        self.secret(
+            raw.password.as_ref(),
+            raw.password_file.as_ref(),
+            key,
+            "password",
+        )
+    }
+
+    /// A secret given inline as `field` or in a 0600 file as `field_file`. `Some(None)`: neither
+    /// is set; `None`: an error was recorded.
+    pub(super) fn secret(
+        &mut self,
+        inline: Option<&Spanned<String>>,
+        file: Option<&Spanned<String>>,
+        key: &str,
+        field: &str,
+    ) -> Option<Option<Secret>> {
+        match (inline, file) {
             (Some(_), Some(file)) => {
                 self.error(
                     file.span(),
-                    format!("{key}.password_file"),
-                    "password and password_file are both set: keep one".to_owned(),
+                    format!("{key}.{field}_file"),
+                    format!("{field} and {field}_file are both set: keep one"),
                 );
                 None
             }
             (Some(p), None) => Some(Some(Secret::new(p.get_ref().clone()))),
             (None, None) => Some(None),
             (None, Some(file)) => {
-                let path = self.path_or(Some(file), "", &format!("{key}.password_file"))?;
+                let path = self.path_or(Some(file), "", &format!("{key}.{field}_file"))?;
                 match Secret::from_file(&path) {
                     Ok(secret) => Some(Some(secret)),
                     Err(e) => {
-                        self.error(file.span(), format!("{key}.password_file"), e.to_string());
+                        self.error(file.span(), format!("{key}.{field}_file"), e.to_string());
                         None
                     }
                 }
@@ -514,7 +739,7 @@ impl Converter<'_> {
         }
     }
 
-    fn required<'r>(
+    pub(super) fn required<'r>(
         &mut self,
         raw: &'r RawFenceDevice,
         value: Option<&'r Spanned<String>>,
@@ -523,11 +748,7 @@ impl Converter<'_> {
         example: &str,
     ) -> Option<&'r Spanned<String>> {
         if value.is_none() {
-            let t = match raw.kind.get_ref() {
-                RawFenceType::Ipmi => "ipmi",
-                RawFenceType::Redfish => "redfish",
-                RawFenceType::Exec => "exec",
-            };
+            let t = raw.kind.get_ref().word();
             self.error(
                 raw.name.span(),
                 format!("{key}.{field}"),

@@ -38,11 +38,17 @@ pub use fence::{
     DEFAULT_CIPHER_SUITE, DEFAULT_FENCE_TIMEOUT, DEFAULT_IPMI_PORT, DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, MAX_DEVICE_NAME_LEN, MAX_LEVELS,
 };
+pub use fence_pdu::{
+    IfMibConfig, UnfencePolicy, DEFAULT_MODBUS_BAUD, DEFAULT_MODBUS_PORT, DEFAULT_MODBUS_UNIT,
+    DEFAULT_OFF_TIME, DEFAULT_PDU_REQUEST_TIMEOUT, DEFAULT_SNMP_PORT, DEFAULT_SNMP_RETRIES,
+    MAX_OUTLETS_PER_NODE,
+};
 
 mod convert;
 mod error;
 mod failover;
 mod fence;
+mod fence_pdu;
 mod locate;
 mod raw;
 mod watchdog;

@@ -39,7 +39,7 @@ pub enum FenceAction {
 pub struct FenceReport {
     /// Device name.
     pub device: String,
-    /// Device type (`ipmi`, `redfish`, `exec`).
+    /// Device type (`ipmi`, `redfish`, `exec`, `modbus`, `snmp-pdu`, `ifmib`).
     pub r#type: String,
     /// Node acted on.
     pub target: String,
@@ -86,6 +86,8 @@ pub fn run(
     action: FenceAction,
     target: Option<&str>,
     json: bool,
+    reason: &str,
+    node: Option<&str>,
 ) -> u8 {
     init_logging();
     let started = Instant::now();
@@ -235,8 +237,38 @@ pub fn run(
             code
         }
     };
+    if matches!(
+        action,
+        FenceAction::Off | FenceAction::On | FenceAction::Reboot
+    ) {
+        record(&config, node, &report, reason);
+    }
     print_report(&report, json);
     code
+}
+
+/// Appends a state-changing operation to the fence ledger of this machine's node, if this
+/// machine is one.
+fn record(config: &config::Config, node: Option<&str>, report: &FenceReport, reason: &str) {
+    let Ok(local) = config.local_node(node) else {
+        tracing::warn!("this machine is not a node of the cluster (--node): the operation is not recorded in a fence ledger");
+        return;
+    };
+    let path = super::ledger::path(&local.state_dir);
+    let mut entry = super::ledger::Entry::now(
+        &report.device,
+        &report.r#type,
+        &report.target,
+        &report.action,
+        reason,
+    );
+    entry.ok = report.error.is_none();
+    entry.state.clone_from(&report.state);
+    entry.ms = report.total_ms;
+    entry.error = report.error.as_ref().map(|e| e.message.clone());
+    if let Err(e) = super::ledger::append(&path, &entry) {
+        tracing::warn!(ledger = %path.display(), error = %e, "cannot record the operation in the fence ledger");
+    }
 }
 
 fn print_report(report: &FenceReport, json: bool) {

@@ -7,18 +7,23 @@
 
 use drivers::fence::exec::ExecDevice;
 use drivers::fence::ipmi::{IpmiDevice, IpmiParams, Privilege};
+use drivers::fence::modbus::ModbusDevice;
 use drivers::fence::redfish::RedfishDevice;
+use drivers::fence::snmp::ifmib::IfMibDevice;
+use drivers::fence::snmp::pdu::SnmpPduDevice;
 use drivers::fence::{FenceDevice, FenceError};
 
 use crate::config::{FenceConfig, FenceDeviceConfig, FenceDeviceKind, IpmiConfig, IpmiPrivilege};
 
 pub mod cli;
+pub mod ledger;
 pub mod pacemaker;
+pub mod unfence;
 
 /// Builds the driver for one configured device.
 ///
 /// IPMI and Redfish devices fence the single node in their `target`; exec devices every node in
-/// their plug map.
+/// their plug map; PDUs every node in their outlet map, switches every node in their port map.
 pub fn build_device(config: &FenceDeviceConfig) -> Result<Box<dyn FenceDevice>, FenceError> {
     let target = config.targets.first().cloned().unwrap_or_default();
     Ok(match &config.kind {
@@ -34,6 +39,15 @@ pub fn build_device(config: &FenceDeviceConfig) -> Result<Box<dyn FenceDevice>, 
         )?),
         FenceDeviceKind::Exec(params) => {
             Box::new(ExecDevice::new(config.name.clone(), params.clone())?)
+        }
+        FenceDeviceKind::Modbus(params) => {
+            Box::new(ModbusDevice::new(config.name.clone(), params.clone())?)
+        }
+        FenceDeviceKind::SnmpPdu(params) => {
+            Box::new(SnmpPduDevice::new(config.name.clone(), params.clone())?)
+        }
+        FenceDeviceKind::IfMib(ifmib) => {
+            Box::new(IfMibDevice::new(config.name.clone(), ifmib.params.clone())?)
         }
     })
 }
@@ -62,9 +76,5 @@ pub fn ipmi_params(config: &IpmiConfig) -> IpmiParams {
 
 /// The configured type of a device, as the config file spells it.
 pub fn type_word(config: &FenceDeviceConfig) -> &'static str {
-    match config.kind {
-        FenceDeviceKind::Ipmi(_) => "ipmi",
-        FenceDeviceKind::Redfish(_) => "redfish",
-        FenceDeviceKind::Exec(_) => "exec",
-    }
+    config.kind.type_word()
 }

@@ -237,6 +237,11 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         (n.id, shared)
     });
     let mut liveness = Liveness::new(config.timing.deadtime, peers);
+    // Unfencing runs beside the loop (a switch may take seconds) and is awaited on shutdown.
+    let mut unfences = JoinSet::new();
+    let ledger_path = config
+        .node(local)
+        .map(|n| crate::fence::ledger::path(&n.state_dir));
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(CONTROL_QUEUE);
     tasks.spawn(control.serve(control_tx, shutdown.clone()));
 
@@ -298,8 +303,18 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             }
         }
         while let Some(t) = liveness.poll_transition() {
+            if let (Transition::PeerUp { peer }, Some(ledger)) = (&t, &ledger_path) {
+                // A node that is heard again has rejoined: lift the fabric fences it is under.
+                if let Some(name) = config.node(*peer).map(|n| n.name.clone()) {
+                    let (config, ledger) = (config.clone(), ledger.clone());
+                    unfences.spawn(async move {
+                        crate::fence::unfence::auto_unfence(&config, &ledger, &name).await;
+                    });
+                }
+            }
             log_transition(&config, &link_info, t);
         }
+        while unfences.try_join_next().is_some() {}
     }
     tracing::info!(event = "stopping", node = %me, "watchkeeper stopping");
     // Link tasks end on shutdown too, so the loop may have left through their closed channel.
@@ -310,6 +325,15 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         "the runtime loop ended without a shutdown request",
     );
     drop(senders);
+    // An unfence under way is finished (each is bounded by its device's timeout) so that its
+    // outcome reaches the ledger.
+    let finish_unfences = async { while unfences.join_next().await.is_some() {} };
+    if tokio::time::timeout(UNFENCE_GRACE, finish_unfences)
+        .await
+        .is_err()
+    {
+        tracing::error!("an unfence did not finish in time: check the switch ports with `watchkeeper unfence --list`");
+    }
     let stop_all = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
         .await
@@ -433,3 +457,5 @@ const EVENT_QUEUE: usize = 4096;
 const CONTROL_QUEUE: usize = 16;
 /// How long link tasks get to notice shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How long a running unfence gets to finish at shutdown: the default device timeout.
+const UNFENCE_GRACE: Duration = crate::config::DEFAULT_FENCE_TIMEOUT;

@@ -3,6 +3,10 @@
 
 pub mod ifmib;
 pub mod pdu;
+mod session;
+mod wire;
+
+pub use session::{Oid, SessionStats, SnmpSession, SnmpValue};
 
 use std::net::SocketAddr;
 use std::time::Duration;
