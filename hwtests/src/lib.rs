@@ -18,6 +18,8 @@
 //! - [`modbus_pdu::ModbusPdu`]: a pymodbus switched PDU over Modbus TCP or RTU, for the Modbus
 //!   fencing tests.
 //! - [`sushy::Sushy`]: sushy-tools' Redfish emulator over HTTP or HTTPS, for the fencing tests.
+//! - [`hyperfine::Hyperfine`]: whole-process timings (median, min, max) of fence agents under
+//!   hyperfine, for the fencing benchmarks.
 //! - [`free_udp_port`] and friends: loopback-only UDP ports for heartbeat links.
 //!
 //! Everything here stays on the machine: network traffic goes to loopback only, processes are
@@ -26,6 +28,7 @@
 pub mod agent;
 pub mod cable;
 pub mod fifo;
+pub mod hyperfine;
 pub mod ipmi_sim;
 pub mod modbus_pdu;
 pub mod netns;

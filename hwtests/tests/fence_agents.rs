@@ -7,10 +7,8 @@
 //! workspace build (`FENCE_WATCHKEEPER_BIN` / `WATCHKEEPER_BIN` override).
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use drivers::fence::exec::{ExecDevice, ExecParams};
@@ -19,74 +17,16 @@ use drivers::fence::{FenceDevice, FenceErrorKind, PowerState};
 use drivers::secret::Secret;
 use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig};
 use hwtests::sushy::{system_uuid, Sushy, SushyOptions};
+use hwtests::util::{first_line, run_agent, strings, workspace_bin, AGENT_DIR};
 use tokio::time::Instant;
 
-fn bin(name: &str, env: &str) -> PathBuf {
-    if let Some(p) = std::env::var_os(env) {
-        return PathBuf::from(p);
-    }
-    let exe = std::env::current_exe().expect("current exe");
-    let mut dir = exe.parent().expect("exe dir").to_path_buf();
-    if matches!(
-        dir.file_name().and_then(OsStr::to_str),
-        Some("deps" | "examples")
-    ) {
-        dir.pop();
-    }
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: build the workspace first (cargo build --workspace)",
-        path.display()
-    );
-    path
-}
-
 fn fence_watchkeeper() -> PathBuf {
-    bin("fence_watchkeeper", "FENCE_WATCHKEEPER_BIN")
+    workspace_bin("fence_watchkeeper", "FENCE_WATCHKEEPER_BIN")
 }
-
-fn run(program: &Path, args: &[String], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(program)
-        .args(args)
-        .env("PYTHONWARNINGS", "ignore")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot run {}: {e} (scripts/deps-fence.sh installs the agents)",
-                program.display()
-            )
-        });
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    child.wait_with_output().expect("wait")
-}
-
-fn first_line(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
-
-fn strings(a: &[&str]) -> Vec<String> {
-    a.iter().map(|s| (*s).to_owned()).collect()
-}
-
-const AGENT_DIR: &str = "/usr/sbin";
 
 #[test]
 fn metadata_validates_against_the_fence_agents_schema() {
-    let out = run(&fence_watchkeeper(), &strings(&["-o", "metadata"]), None);
+    let out = run_agent(&fence_watchkeeper(), &strings(&["-o", "metadata"]), None);
     assert_eq!(out.status.code(), Some(0));
     let dir = tempfile::tempdir().expect("tempdir");
     let xml = dir.path().join("meta.xml");
@@ -133,8 +73,8 @@ fn metadata_validates_against_the_fence_agents_schema() {
 #[test]
 fn unknown_options_are_refused_like_a_fence_agent() {
     for args in [strings(&["--bogus"]), strings(&["-Y"]), strings(&["--ip"])] {
-        let ours = run(&fence_watchkeeper(), &args, None);
-        let theirs = run(&Path::new(AGENT_DIR).join("fence_ipmilan"), &args, None);
+        let ours = run_agent(&fence_watchkeeper(), &args, None);
+        let theirs = run_agent(&Path::new(AGENT_DIR).join("fence_ipmilan"), &args, None);
         assert_eq!(ours.status.code(), theirs.status.code(), "{args:?}");
         assert_eq!(ours.status.code(), Some(1));
         let ours_err = String::from_utf8_lossy(&ours.stderr);
@@ -152,15 +92,15 @@ fn unknown_options_are_refused_like_a_fence_agent() {
         "-o",
         "status",
     ]);
-    let ours = run(&fence_watchkeeper(), &args, None);
-    let theirs = run(&Path::new(AGENT_DIR).join("fence_ipmilan"), &args, None);
+    let ours = run_agent(&fence_watchkeeper(), &args, None);
+    let theirs = run_agent(&Path::new(AGENT_DIR).join("fence_ipmilan"), &args, None);
     assert_eq!(
         (ours.status.code(), theirs.status.code()),
         (Some(1), Some(1))
     );
     // An unknown action.
     let args = strings(&["--ip=127.0.0.1", "-l", "a", "-p", "b", "-o", "explode"]);
-    let ours = run(&fence_watchkeeper(), &args, None);
+    let ours = run_agent(&fence_watchkeeper(), &args, None);
     assert_eq!(ours.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&ours.stderr).contains("Unrecognised action 'explode'"));
 }
@@ -194,7 +134,7 @@ fn compare(pair: &Pair<'_>, action: &str, start_on: bool) {
         let mut args = common.to_vec();
         args.extend(extra);
         args.push(format!("--action={action}"));
-        let out = run(&program, &args, None);
+        let out = run_agent(&program, &args, None);
         results.push((
             out.status.code(),
             first_line(&out),
@@ -258,8 +198,8 @@ fn fence_watchkeeper_matches_fence_ipmilan_on_ipmi_sim() {
     // The stdin protocol, with fence_ipmilan's key names.
     let stdin = format!("ip=127.0.0.1\nipport={port}\nlanplus=1\ncipher=3\nusername=admin\npassword=secret\naction=status\n");
     sim.set_power_on(false);
-    let ours = run(&fence_watchkeeper(), &[], Some(&stdin));
-    let theirs_out = run(&theirs, &[], Some(&stdin));
+    let ours = run_agent(&fence_watchkeeper(), &[], Some(&stdin));
+    let theirs_out = run_agent(&theirs, &[], Some(&stdin));
     assert_eq!(
         (ours.status.code(), first_line(&ours)),
         (theirs_out.status.code(), first_line(&theirs_out))
@@ -279,13 +219,13 @@ fn fence_watchkeeper_matches_fence_ipmilan_on_ipmi_sim() {
         .chain([String::from("-o"), String::from("off")])
         .collect();
     let started = std::time::Instant::now();
-    let ours = run(&fence_watchkeeper(), &bad, None);
+    let ours = run_agent(&fence_watchkeeper(), &bad, None);
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "{:?}",
         started.elapsed()
     );
-    let theirs_out = run(&theirs, &bad, None);
+    let theirs_out = run_agent(&theirs, &bad, None);
     assert_eq!(
         (ours.status.code(), theirs_out.status.code()),
         (Some(1), Some(1))
@@ -418,8 +358,8 @@ fn fence_watchkeeper_matches_fence_redfish_on_sushy_over_https() {
         .collect();
     let mut ours_bad = bad.clone();
     ours_bad.push("--type=redfish".to_owned());
-    let ours = run(&fence_watchkeeper(), &ours_bad, None);
-    let theirs_out = run(&theirs, &bad, None);
+    let ours = run_agent(&fence_watchkeeper(), &ours_bad, None);
+    let theirs_out = run_agent(&theirs, &bad, None);
     assert_eq!(
         (ours.status.code(), theirs_out.status.code()),
         (Some(1), Some(1))

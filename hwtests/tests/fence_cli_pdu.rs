@@ -16,7 +16,10 @@ fn config(dir: &Path, modbus: &ModbusPdu, snmpd: &Snmpd) -> PathBuf {
     let key = dir.join("cluster.key");
     fs::write(&key, [b'k'; 40]).expect("key");
     fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
-    for (file, secret) in [("pdu.auth", V3_AUTH_PASSWORD), ("pdu.priv", V3_PRIV_PASSWORD)] {
+    for (file, secret) in [
+        ("pdu.auth", V3_AUTH_PASSWORD),
+        ("pdu.priv", V3_PRIV_PASSWORD),
+    ] {
         let path = dir.join(file);
         fs::write(&path, format!("{secret}\n")).expect("secret");
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -102,12 +105,18 @@ fn both_power_supplies_are_switched_through_their_own_pdus_and_recorded() {
         let r = report(&out);
         assert_eq!(out.status.code(), Some(0), "{r}");
         assert_eq!(r["type"], kind);
-        assert_eq!(r["target"], "beta", "the device's only node is the default target");
+        assert_eq!(
+            r["target"], "beta",
+            "the device's only node is the default target"
+        );
         assert_eq!(r["state"], "off");
     }
     assert!(!modbus.outlet(1), "Modbus coil 1 off");
     assert!(!snmpd.outlet_on(2), "SNMP outlet 2 off");
-    assert!(modbus.outlet(0) && snmpd.outlet_on(1), "other outlets untouched");
+    assert!(
+        modbus.outlet(0) && snmpd.outlet_on(1),
+        "other outlets untouched"
+    );
 
     for device in ["psu-a", "psu-b"] {
         let out = fence(&config, &[device, "status"]);
@@ -122,7 +131,10 @@ fn both_power_supplies_are_switched_through_their_own_pdus_and_recorded() {
             .unwrap_or_default();
         assert_eq!(steps, ["load config", "build driver", "off", "on"], "{r}");
     }
-    assert!(modbus.outlet(1) && snmpd.outlet_on(2), "back on after reboot");
+    assert!(
+        modbus.outlet(1) && snmpd.outlet_on(2),
+        "back on after reboot"
+    );
 
     // Off, off, reboot, reboot: state changes only (status is not recorded).
     let ledger = fs::read_to_string(dir.path().join("alpha-state/fence-ledger.jsonl"))

@@ -1,5 +1,6 @@
 //! `fence_watchkeeper`: a fence agent for Pacemaker (fence-agents CLI and stdin protocol) over
-//! watchkeeper's native IPMI and Redfish drivers; see `agent::fence::pacemaker`.
+//! watchkeeper's native IPMI, Redfish, SNMP PDU, IF-MIB and Modbus drivers; see
+//! `agent::fence::pacemaker`.
 
 use std::process::ExitCode;
 

@@ -9,8 +9,7 @@
 //! Run through `scripts/bench-fence.sh`, which builds in release mode first. Options:
 //! `--runs N` (default 10; reboot included), `--json-dir DIR` (hyperfine exports).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -18,6 +17,7 @@ use drivers::fence::ipmi::{IpmiDevice, IpmiParams};
 use drivers::fence::redfish::{RedfishAuth, RedfishDevice, RedfishParams, TlsTrust};
 use drivers::fence::FenceDevice;
 use drivers::secret::Secret;
+use hwtests::hyperfine::{Hyperfine, Stats};
 use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig};
 use hwtests::sushy::{system_uuid, Sushy, SushyOptions};
 
@@ -35,6 +35,12 @@ fn main() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let json_dir = json_dir.unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&json_dir)?;
+    let hyperfine = Hyperfine {
+        json_dir: &json_dir,
+        json_prefix: "bench",
+        runs,
+        quiet: false,
+    };
     let wk = sibling("fence_watchkeeper")?;
     let wk = wk.to_string_lossy().into_owned();
 
@@ -67,26 +73,14 @@ fn main() -> Result<()> {
     ] {
         let prepare_ipmi = format!("{wk_ipmi} -o {before}");
         let prepare_rf = format!("{wk_rf} -o {before}");
-        let ours = bench(
-            &json_dir,
-            &format!("{wk_ipmi} -o {action}"),
-            &prepare_ipmi,
-            runs,
-        )?;
-        let theirs = bench(
-            &json_dir,
-            &format!("{ipmilan} -o {action}"),
-            &prepare_ipmi,
-            runs,
-        )?;
+        let ours = hyperfine.bench(&format!("{wk_ipmi} -o {action}"), &prepare_ipmi)?;
+        let theirs = hyperfine.bench(&format!("{ipmilan} -o {action}"), &prepare_ipmi)?;
         let tuned = if action == "status" {
             None
         } else {
-            Some(bench(
-                &json_dir,
+            Some(hyperfine.bench(
                 &format!("{ipmilan} --power-wait=0 -o {action}"),
                 &prepare_ipmi,
-                runs,
             )?)
         };
         rows.push(Row {
@@ -97,18 +91,8 @@ fn main() -> Result<()> {
             theirs_name: "fence_ipmilan",
             tuned,
         });
-        let ours = bench(
-            &json_dir,
-            &format!("{wk_rf} -o {action}"),
-            &prepare_rf,
-            runs,
-        )?;
-        let theirs = bench(
-            &json_dir,
-            &format!("{redfish} -o {action}"),
-            &prepare_rf,
-            runs,
-        )?;
+        let ours = hyperfine.bench(&format!("{wk_rf} -o {action}"), &prepare_rf)?;
+        let theirs = hyperfine.bench(&format!("{redfish} -o {action}"), &prepare_rf)?;
         rows.push(Row {
             peer: "Redfish (sushy, HTTPS)",
             action,
@@ -156,49 +140,6 @@ struct Row {
     theirs: Stats,
     theirs_name: &'static str,
     tuned: Option<Stats>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-fn bench(dir: &Path, command: &str, prepare: &str, runs: usize) -> Result<Stats> {
-    let json = dir.join(format!("bench-{}.json", std::process::id()));
-    let status = Command::new("hyperfine")
-        .args([
-            "-N",
-            "--style",
-            "basic",
-            "--warmup",
-            "1",
-            "--runs",
-            &runs.to_string(),
-        ])
-        .arg("--prepare")
-        .arg(prepare)
-        .arg("--export-json")
-        .arg(&json)
-        .arg(command)
-        .env("PYTHONWARNINGS", "ignore")
-        .status()
-        .context("hyperfine (apt install hyperfine, or scripts/deps-fence.sh)")?;
-    if !status.success() {
-        bail!("hyperfine failed for {command}");
-    }
-    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&json)?)?;
-    let r = &doc["results"][0];
-    let f = |k: &str| {
-        r[k].as_f64()
-            .with_context(|| format!("hyperfine JSON lacks {k}"))
-    };
-    Ok(Stats {
-        median: f("median")?,
-        min: f("min")?,
-        max: f("max")?,
-    })
 }
 
 fn in_process(sim: &IpmiSim, sushy: &Sushy, runs: usize) -> Result<()> {

@@ -430,7 +430,7 @@ impl SnmpPduDevice {
             Some(id) => id,
             None => session.sys_object_id(deadline).await?,
         };
-        let profile = detect(&id).map_err(|m| self.error(FenceErrorKind::Refused, m))?;
+        let profile = detect_profile(&id).map_err(|m| self.error(FenceErrorKind::Refused, m))?;
         let table = Table::of(&profile).map_err(|m| self.error(FenceErrorKind::Refused, m))?;
         tracing::info!(device = %self.name, sys_object_id = %id, profile = ?profile,
             "snmp pdu model detected");
@@ -545,6 +545,42 @@ impl FenceDevice for SnmpPduDevice {
     fn monitor(&mut self, deadline: Instant) -> FenceFuture<'_, ()> {
         Box::pin(async move { self.operation("", deadline, Op::Monitor).await.map(|_| ()) })
     }
+}
+
+/// The built-in profile for an agent reporting `sys_object_id`, as `PduProfile::Auto` chooses
+/// it (see the module docs for the table).
+///
+/// Public so that tools which only read a PDU (`fence_watchkeeper -o list`) pick the model the
+/// way the driver does. A MasterSwitch Plus or an unknown sysObjectID is an error naming the
+/// profiles to configure instead.
+pub fn detect_profile(sys_object_id: &Oid) -> Result<PduProfile, String> {
+    let under = |prefix: &str| Oid::parse(prefix).is_some_and(|p| sys_object_id.starts_with(&p));
+    if under(APC_RPDU_SYSOID) {
+        Ok(PduProfile::ApcRpdu)
+    } else if under(APC_MSP_SYSOID) {
+        Err(format!(
+            "sysObjectID {sys_object_id} is an APC MasterSwitch Plus, whose outlets the built-in \
+             profiles cannot address: set profile = \"custom\" with its OIDs"
+        ))
+    } else if under(APC_ENTERPRISE) {
+        Ok(PduProfile::ApcMasterSwitch)
+    } else if under(RARITAN_ENTERPRISE) {
+        Ok(PduProfile::RaritanPx)
+    } else if under(EATON_ENTERPRISE) {
+        Ok(PduProfile::EatonEpdu)
+    } else {
+        Err(format!(
+            "cannot tell the PDU model from sysObjectID {sys_object_id}: set profile = \"apc\", \
+             \"apc-rpdu\", \"raritan\", \"eaton\" or \"custom\""
+        ))
+    }
+}
+
+/// The column a profile's outlet names are read from (outlet N is its `.N`), where the driver
+/// resolves outlet names; `None` for `Auto` (not yet detected) and for custom profiles, which
+/// have no name column.
+pub fn name_column(profile: &PduProfile) -> Option<Oid> {
+    Table::of(profile).ok().and_then(|table| table.names)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -663,30 +699,6 @@ impl Table {
                 names: None,
             }),
         }
-    }
-}
-
-/// The profile for a sysObjectID (see the module docs for the table).
-fn detect(sys_object_id: &Oid) -> Result<PduProfile, String> {
-    let under = |prefix: &str| Oid::parse(prefix).is_some_and(|p| sys_object_id.starts_with(&p));
-    if under(APC_RPDU_SYSOID) {
-        Ok(PduProfile::ApcRpdu)
-    } else if under(APC_MSP_SYSOID) {
-        Err(format!(
-            "sysObjectID {sys_object_id} is an APC MasterSwitch Plus, whose outlets the built-in \
-             profiles cannot address: set profile = \"custom\" with its OIDs"
-        ))
-    } else if under(APC_ENTERPRISE) {
-        Ok(PduProfile::ApcMasterSwitch)
-    } else if under(RARITAN_ENTERPRISE) {
-        Ok(PduProfile::RaritanPx)
-    } else if under(EATON_ENTERPRISE) {
-        Ok(PduProfile::EatonEpdu)
-    } else {
-        Err(format!(
-            "cannot tell the PDU model from sysObjectID {sys_object_id}: set profile = \"apc\", \
-             \"apc-rpdu\", \"raritan\", \"eaton\" or \"custom\""
-        ))
     }
 }
 
@@ -866,7 +878,7 @@ mod tests {
 
     #[test]
     fn models_are_detected_by_sys_object_id() {
-        let detect = |s: &str| detect(&oid(s));
+        let detect = |s: &str| detect_profile(&oid(s));
         assert_eq!(detect(".1.3.6.1.4.1.318.1.3.4.5"), Ok(PduProfile::ApcRpdu));
         assert_eq!(
             detect(".1.3.6.1.4.1.318.1.3.4.2"),
@@ -886,6 +898,27 @@ mod tests {
         assert!(unknown.contains("set profile ="));
         // A prefix must end on an arc boundary: enterprise 3180 is not APC.
         assert!(detect(".1.3.6.1.4.1.3180.1").is_err());
+    }
+
+    #[test]
+    fn name_columns_are_the_tables_and_only_for_built_in_profiles() {
+        assert_eq!(
+            name_column(&PduProfile::ApcMasterSwitch),
+            Some(oid(APC_MS_NAME))
+        );
+        assert_eq!(name_column(&PduProfile::ApcRpdu), Some(oid(APC_RPDU_NAME)));
+        assert_eq!(name_column(&PduProfile::RaritanPx), Some(oid(RARITAN_NAME)));
+        assert_eq!(name_column(&PduProfile::EatonEpdu), Some(oid(EATON_NAME)));
+        assert_eq!(name_column(&PduProfile::Auto), None);
+        let custom = CustomProfile {
+            control_oid: APC_MS_CONTROL.to_owned(),
+            status_oid: APC_MS_CONTROL.to_owned(),
+            on: 1,
+            off: 2,
+            status_on: 1,
+            status_off: 2,
+        };
+        assert_eq!(name_column(&PduProfile::Custom(custom)), None);
     }
 
     #[test]
