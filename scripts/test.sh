@@ -21,6 +21,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 bash scripts/deps-ipmi.sh  # ipmi_sim, the BMC the IPMI driver tests run against
 bash scripts/deps-fence.sh  # fence-agents, xmllint, hyperfine and the Redfish emulator (fencing tests)
+bash scripts/deps-resource.sh  # resource-agents, PostgreSQL, mkfs (takeover tests)
 bash scripts/deps-qemu.sh  # qemu, busybox, the guest kernel and the musl target (watchdog QEMU test)
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"

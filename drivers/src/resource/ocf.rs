@@ -1,0 +1,1 @@
+//! OCF resource agents (placeholder, being written).
