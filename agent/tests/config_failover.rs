@@ -98,7 +98,7 @@ fn inconsistent_budgets_are_refused_with_the_reason() {
         ),
         (
             "[failover]\nfence_dealy = \"1s\"\n",
-            "{file}:20:1: failover.fence_dealy: unknown field `fence_dealy`, expected one of `startup_timeout`, `fence_delay`, `fence_timeout`, `fence_retry`, `election_timeout`, `stall_timeout`, `watchdog_margin`",
+            "{file}:20:1: failover.fence_dealy: unknown field `fence_dealy`, expected one of `startup_timeout`, `fence_delay`, `fence_timeout`, `fence_retry`, `election_timeout`, `stall_timeout`, `watchdog_margin`, `restart_limit`",
         ),
     ];
     for (extra, expected) in cases {

@@ -50,6 +50,7 @@ pub(super) fn convert_with(
     let fencing_raw: Vec<_> = raw.node.iter().map(|n| n.fencing.as_ref()).collect();
     let fencing = cx.fencing(&raw.fence_device, &raw.node, &fencing_raw);
     let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());
+    let resources = cx.resources(&raw.resource, &raw.node);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -61,18 +62,26 @@ pub(super) fn convert_with(
         nodes,
         fencing,
         failover,
+        resources,
     ) {
-        (Some(cluster), Some(timing), Some(links), Some(nodes), Some(fencing), Some(failover)) => {
-            Ok(Config {
-                path: file.to_path_buf(),
-                cluster,
-                timing,
-                nodes,
-                links,
-                fencing,
-                failover,
-            })
-        }
+        (
+            Some(cluster),
+            Some(timing),
+            Some(links),
+            Some(nodes),
+            Some(fencing),
+            Some(failover),
+            Some(resources),
+        ) => Ok(Config {
+            path: file.to_path_buf(),
+            cluster,
+            timing,
+            nodes,
+            links,
+            fencing,
+            failover,
+            resources,
+        }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,
             text,

@@ -35,6 +35,8 @@ pub struct FailoverConfig {
     pub watchdog_margin: Duration,
     /// Names of the nodes that only vote.
     pub witnesses: Vec<String>,
+    /// Local restarts of a resource whose monitor failed before the group is handed over.
+    pub restart_limit: u32,
 }
 
 /// `[failover]`; the whole table is optional.
@@ -48,6 +50,7 @@ pub(super) struct RawFailover {
     election_timeout: Option<Spanned<RawDuration>>,
     stall_timeout: Option<Spanned<RawDuration>>,
     watchdog_margin: Option<Spanned<RawDuration>>,
+    restart_limit: Option<Spanned<i64>>,
 }
 
 impl Converter<'_> {
@@ -107,6 +110,24 @@ impl Converter<'_> {
             "failover.watchdog_margin",
             DEFAULT_WATCHDOG_MARGIN,
         );
+        let restart_limit = match &raw.restart_limit {
+            None => Some(DEFAULT_RESTART_LIMIT),
+            Some(r) => match u32::try_from(*r.get_ref()) {
+                Ok(v) if v <= 10 => Some(v),
+                _ => {
+                    self.error(
+                        r.span(),
+                        "failover.restart_limit",
+                        format!(
+                            "restart_limit {} is out of range: expected 0 (hand over at the first \
+                             monitor failure) to 10",
+                            r.get_ref()
+                        ),
+                    );
+                    None
+                }
+            },
+        };
         let witnesses: Vec<String> = raw_nodes
             .iter()
             .filter(|n| n.witness.as_ref().is_some_and(|w| *w.get_ref()))
@@ -230,6 +251,7 @@ impl Converter<'_> {
             stall_timeout: stall.0,
             watchdog_margin: margin.0,
             witnesses,
+            restart_limit: restart_limit?,
         })
     }
 }
@@ -271,8 +293,13 @@ impl super::Config {
             stall_timeout: f.stall_timeout,
             election_timeout: f.election_timeout,
             resources,
-            restart_limit: DEFAULT_RESTART_LIMIT,
+            restart_limit: f.restart_limit,
         }
+    }
+
+    /// The resource group's names in start order, as the engine knows them.
+    pub fn resource_names(&self) -> Vec<String> {
+        self.resources.iter().map(|r| r.name.clone()).collect()
     }
 
     /// The worst-case failover time of this configuration for the loss of a holder, by stage:

@@ -38,6 +38,11 @@ pub use fence::{
     DEFAULT_CIPHER_SUITE, DEFAULT_FENCE_TIMEOUT, DEFAULT_IPMI_PORT, DEFAULT_POLL_INTERVAL,
     DEFAULT_REQUEST_TIMEOUT, MAX_DEVICE_NAME_LEN, MAX_LEVELS,
 };
+pub use resource::{
+    FsckWord, PerNode, RejoinWord, ResourceConfig, ResourceKind, DEFAULT_ACTION_TIMEOUT,
+    DEFAULT_MONITOR_INTERVAL, DEFAULT_MONITOR_TIMEOUT, DEFAULT_OCF_ROOT, DEFAULT_PG_PORT,
+    MAX_RESOURCES, MAX_RESOURCE_NAME_LEN,
+};
 pub use fence_pdu::{
     IfMibConfig, UnfencePolicy, DEFAULT_MODBUS_BAUD, DEFAULT_MODBUS_PORT, DEFAULT_MODBUS_UNIT,
     DEFAULT_OFF_TIME, DEFAULT_PDU_REQUEST_TIMEOUT, DEFAULT_SNMP_PORT, DEFAULT_SNMP_RETRIES,
@@ -51,6 +56,7 @@ mod fence;
 mod fence_pdu;
 mod locate;
 mod raw;
+mod resource;
 mod watchdog;
 
 pub use watchdog::{
@@ -104,6 +110,8 @@ pub struct Config {
     pub fencing: FenceConfig,
     /// The failover budget and the witnesses.
     pub failover: FailoverConfig,
+    /// The resource group, in start order.
+    pub resources: Vec<ResourceConfig>,
 }
 
 /// Cluster identity.

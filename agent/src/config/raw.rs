@@ -33,6 +33,9 @@ pub(super) struct RawConfig {
     /// The failover budget; see `failover`.
     #[serde(default)]
     pub(super) failover: super::failover::RawFailover,
+    /// The resource group, in start order; see `resource`.
+    #[serde(default)]
+    pub(super) resource: Vec<super::resource::RawResource>,
 }
 
 /// `[cluster]`.
