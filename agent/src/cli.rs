@@ -87,6 +87,41 @@ pub enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Show the resource group on this node: each resource's state, last action and monitor.
+    Resources {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cluster configuration file (to find the control socket).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Planned handover: the holder stops the group in reverse order, then NODE starts it.
+    /// Run it on the holder.
+    Switchover {
+        /// The node to hand over to (default: the peer, in a two-node cluster).
+        target: Option<String>,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cluster configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Forget the resource failures that made this node ineligible to hold the group.
+    Cleanup {
+        /// The resource whose failure was fixed (all are forgotten: the group moves as one).
+        resource: Option<String>,
+        /// This node's name (default: the host name).
+        #[arg(long)]
+        node: Option<String>,
+        /// Cluster configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Enable a fabric-fenced node's switch ports again, once the local agent hears it; or list
     /// the fabric fences in force.
     Unfence {
@@ -227,6 +262,33 @@ pub fn main(cli: Cli) -> u8 {
             list,
         }),
         Command::Watchdog { command } => crate::watchdog::cli::main(command),
+        Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
+        Command::Switchover {
+            target,
+            node,
+            config,
+        } => ask(
+            &config,
+            node.as_deref(),
+            &crate::control::Request::Switchover { node: target },
+        ),
+        Command::Cleanup {
+            resource,
+            node,
+            config,
+        } => {
+            if let Some(r) = &resource {
+                match load(&config) {
+                    Ok(c) if c.resources.iter().any(|x| &x.name == r) => {}
+                    Ok(_) => {
+                        eprintln!("{}: no resource {r}", config.display());
+                        return EXIT_CONFIG;
+                    }
+                    Err(code) => return code,
+                }
+            }
+            ask(&config, node.as_deref(), &crate::control::Request::Cleanup)
+        }
     }
 }
 
@@ -313,6 +375,109 @@ async fn wait_for_signal(
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+}
+
+/// The control socket of this machine's node.
+fn control_socket(file: &Path, node: Option<&str>) -> Result<PathBuf, u8> {
+    let config = load(file)?;
+    match config.local_node(node) {
+        Ok(n) => Ok(n.control_socket.clone()),
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            Err(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Sends an operator command to the running agent and prints its answer.
+fn ask(file: &Path, node: Option<&str>, request: &crate::control::Request) -> u8 {
+    let socket = match control_socket(file, node) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    match rt.block_on(crate::control::query(&socket, request, STATUS_TIMEOUT)) {
+        Ok(answer) => {
+            println!("{}", answer["message"].as_str().unwrap_or("ok"));
+            0
+        }
+        Err(crate::control::ControlError::Protocol { message, .. }) => {
+            eprintln!("refused: {message}");
+            1
+        }
+        Err(e) => {
+            eprintln!("cannot reach the agent: {e}");
+            EXIT_UNAVAILABLE
+        }
+    }
+}
+
+fn resources(file: &Path, node: Option<&str>, json: bool) -> u8 {
+    let socket = match control_socket(file, node) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let answer = match rt.block_on(crate::control::query(
+        &socket,
+        &crate::control::Request::Resources,
+        STATUS_TIMEOUT,
+    )) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("cannot reach the agent: {e}");
+            return EXIT_UNAVAILABLE;
+        }
+    };
+    if json {
+        println!("{answer}");
+        return 0;
+    }
+    println!(
+        "node {} ({}, epoch {}): {}",
+        answer["node"].as_str().unwrap_or("?"),
+        answer["role"].as_str().unwrap_or("?"),
+        answer["epoch"],
+        if answer["holds"] == serde_json::Value::Bool(true) {
+            "holds the group"
+        } else {
+            "does not hold the group"
+        }
+    );
+    for r in answer["resources"].as_array().into_iter().flatten() {
+        let monitor = match &r["last_monitor"] {
+            serde_json::Value::Null => "never monitored".to_owned(),
+            m => format!(
+                "monitor {} {:.1} s ago",
+                m["result"].as_str().unwrap_or("?"),
+                m["ms_ago"].as_u64().unwrap_or(0) as f64 / 1000.0
+            ),
+        };
+        let action = match &r["last_action"] {
+            serde_json::Value::Null => String::new(),
+            a => format!(
+                ", last {} took {} ms",
+                a["action"].as_str().unwrap_or("?"),
+                a["ms"]
+            ),
+        };
+        println!(
+            "  {:<12} {:<8} {:<12} {monitor}{action}",
+            r["name"].as_str().unwrap_or("?"),
+            r["type"].as_str().unwrap_or("?"),
+            r["state"].as_str().unwrap_or("?"),
+        );
+        if let Some(e) = r["last_error"].as_str().or(r["unbuildable"].as_str()) {
+            println!("  {:<12} error: {e}", "");
+        }
+    }
+    0
 }
 
 fn status(file: &Path, node: Option<&str>, socket: Option<PathBuf>, json: bool) -> u8 {
@@ -403,6 +568,10 @@ pub fn render(st: &Status) -> String {
             );
         }
     }
+    let _ = match st.replica_age_ms {
+        Some(ms) => writeln!(s, "Director config copy: {} s old", ms / 1000),
+        None => writeln!(s, "Director config copy: no copy"),
+    };
     let _ = writeln!(s, "links:");
     for l in &st.links {
         let _ = writeln!(

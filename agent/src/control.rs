@@ -2,7 +2,9 @@
 //! running agent questions.
 //!
 //! The protocol is one JSON object per line each way: a request such as `{"cmd":"status"}`,
-//! answered by one line holding the status object, or `{"error":"..."}`. Lines are bounded,
+//! `{"cmd":"resources"}` or an operator command (`{"cmd":"switchover","node":"beta"}`,
+//! `{"cmd":"standby"}`, `{"cmd":"unstandby"}`, `{"cmd":"cleanup"}`), answered by one line
+//! holding the answer object, or `{"error":"..."}`. Lines are bounded,
 //! connections are bounded in number and time, and a client that misbehaves is dropped without
 //! touching the main loop, which only ever sees complete, parsed requests.
 //!
@@ -66,6 +68,20 @@ pub enum ControlError {
 pub enum Request {
     /// The status report.
     Status,
+    /// The resource group: each resource's state, last action and last monitor.
+    Resources,
+    /// Planned handover of the group to `node` (or to any peer that can take it).
+    Switchover {
+        /// Target node name; `None`: the peer.
+        #[serde(default)]
+        node: Option<String>,
+    },
+    /// Never hold the group on this node; hand it over if holding.
+    Standby,
+    /// Undo `standby`.
+    Unstandby,
+    /// Forget the resource failures that made this node ineligible to hold the group.
+    Cleanup,
 }
 
 /// A parsed request waiting for the main loop's answer.
@@ -73,14 +89,22 @@ pub enum Request {
 pub struct ControlRequest {
     /// What was asked.
     pub request: Request,
-    reply: oneshot::Sender<Status>,
+    reply: oneshot::Sender<serde_json::Value>,
 }
 
 impl ControlRequest {
-    /// Answers the request.
+    /// Answers a status request.
     pub fn reply(self, status: Status) {
+        let value = serde_json::to_value(status).unwrap_or_else(
+            |e| serde_json::json!({ "error": format!("cannot render status: {e}") }),
+        );
+        self.answer(value);
+    }
+
+    /// Answers with any JSON object (`{"error": ...}` for a refusal).
+    pub fn answer(self, value: serde_json::Value) {
         // The client may have gone away; nothing to do then.
-        let _ = self.reply.send(status);
+        let _ = self.reply.send(value);
     }
 }
 
@@ -171,7 +195,7 @@ async fn client(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) {
                     return;
                 }
                 match rx.await {
-                    Ok(status) => serde_json::to_string(&status),
+                    Ok(value) => serde_json::to_string(&value),
                     Err(_) => return,
                 }
             }
@@ -189,6 +213,20 @@ async fn client(stream: UnixStream, requests: mpsc::Sender<ControlRequest>) {
 
 /// Asks the agent at `path` for its status.
 pub async fn query_status(path: &Path, timeout: Duration) -> Result<Status, ControlError> {
+    let value = query(path, &Request::Status, timeout).await?;
+    serde_json::from_value(value).map_err(|e| ControlError::Protocol {
+        path: path.to_path_buf(),
+        message: format!("unexpected answer: {e}"),
+    })
+}
+
+/// Sends `request` to the agent at `path` and returns its answer; `{"error": ...}` answers
+/// are errors.
+pub async fn query(
+    path: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value, ControlError> {
     let fut = async {
         let io = |what| {
             let path = path.to_path_buf();
@@ -196,9 +234,12 @@ pub async fn query_status(path: &Path, timeout: Duration) -> Result<Status, Cont
         };
         let stream = UnixStream::connect(path).await.map_err(io("connect"))?;
         let (rd, mut wr) = stream.into_split();
-        wr.write_all(b"{\"cmd\":\"status\"}\n")
-            .await
-            .map_err(io("write"))?;
+        let mut line = serde_json::to_string(request).map_err(|e| ControlError::Protocol {
+            path: path.to_path_buf(),
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        line.push('\n');
+        wr.write_all(line.as_bytes()).await.map_err(io("write"))?;
         let mut line = String::new();
         BufReader::new(rd.take(MAX_STATUS_LEN as u64))
             .read_line(&mut line)
@@ -212,13 +253,10 @@ pub async fn query_status(path: &Path, timeout: Duration) -> Result<Status, Cont
         if let Some(err) = value.get("error") {
             return Err(ControlError::Protocol {
                 path: path.to_path_buf(),
-                message: err.to_string(),
+                message: err.as_str().map_or_else(|| err.to_string(), str::to_owned),
             });
         }
-        serde_json::from_value(value).map_err(|e| ControlError::Protocol {
-            path: path.to_path_buf(),
-            message: format!("unexpected answer: {e}"),
-        })
+        Ok(value)
     };
     tokio::time::timeout(timeout, fut)
         .await

@@ -254,16 +254,19 @@ fn the_bacula_group_turns_into_typed_values_in_start_order() {
     assert_eq!(address.to_string(), "10.20.0.10");
     assert_eq!(*prefix, 24);
     assert!(matches!(interface, PerNode::ByNode(_)));
-    assert_eq!(interface.for_node("alpha").map(String::as_str), Some("eth0"));
+    assert_eq!(
+        interface.for_node("alpha").map(String::as_str),
+        Some("eth0")
+    );
 
     let ResourceKind::Ocf { agent, params, .. } = &c.resources[3].kind else {
         panic!("sd is {:?}", c.resources[3].kind)
     };
+    assert_eq!(agent, Path::new("/usr/lib/ocf/resource.d/heartbeat/Dummy"));
     assert_eq!(
-        agent,
-        Path::new("/usr/lib/ocf/resource.d/heartbeat/Dummy")
+        params.get("state").map(String::as_str),
+        Some("/run/wk-sd.state")
     );
-    assert_eq!(params.get("state").map(String::as_str), Some("/run/wk-sd.state"));
     assert_eq!(c.resources[3].monitor_interval, Duration::from_secs(5));
 
     assert_eq!(

@@ -3,7 +3,7 @@
 //! drivers act and report what really happened.
 
 pub mod fence;
-pub mod resource;
 pub mod link;
+pub mod resource;
 pub mod secret;
 pub mod watchdog;

@@ -18,6 +18,8 @@
 //! - [`modbus_pdu::ModbusPdu`]: a pymodbus switched PDU over Modbus TCP or RTU, for the Modbus
 //!   fencing tests.
 //! - [`sushy::Sushy`]: sushy-tools' Redfish emulator over HTTP or HTTPS, for the fencing tests.
+//! - [`pg::PgCluster`]: a throw-away PostgreSQL primary and streaming hot standby, crashed and
+//!   stopped by PID, for the Catalog executor tests.
 //! - [`hyperfine::Hyperfine`]: whole-process timings (median, min, max) of fence agents under
 //!   hyperfine, for the fencing benchmarks.
 //! - [`free_udp_port`] and friends: loopback-only UDP ports for heartbeat links.
@@ -33,6 +35,7 @@ pub mod ipmi_sim;
 pub mod modbus_pdu;
 pub mod netns;
 pub mod pair;
+pub mod pg;
 pub mod qemu;
 pub mod snmpd;
 pub mod status;

@@ -223,6 +223,9 @@ pub(super) struct RawResource {
     rejoin: Option<Spanned<String>>,
 }
 
+/// A type-specific key: its name, the types it applies to, and where it is written if it is.
+type OwnedKey<'a> = (&'a str, &'a [&'a str], Option<std::ops::Range<usize>>);
+
 const TYPES: &str = "\"ocf\", \"script\", \"systemd\", \"mount\", \"vip\" or \"pgsql\"";
 
 impl Converter<'_> {
@@ -275,14 +278,9 @@ impl Converter<'_> {
         ok.then_some(typed)
     }
 
-    fn resource(
-        &mut self,
-        r: &RawResource,
-        key: &str,
-        nodes: &[&str],
-    ) -> Option<ResourceConfig> {
+    fn resource(&mut self, r: &RawResource, key: &str, nodes: &[&str]) -> Option<ResourceConfig> {
         let word = r.kind.get_ref().as_str();
-        let owners: &[(&str, &[&str], Option<std::ops::Range<usize>>)] = &[
+        let owners: &[OwnedKey<'_>] = &[
             ("agent", &["ocf"], r.agent.as_ref().map(Spanned::span)),
             ("ocf_root", &["ocf"], r.ocf_root.as_ref().map(Spanned::span)),
             (
@@ -306,18 +304,30 @@ impl Converter<'_> {
             ),
             ("unit", &["systemd"], r.unit.as_ref().map(Spanned::span)),
             ("device", &["mount"], r.device.as_ref().map(Spanned::span)),
-            ("mountpoint", &["mount"], r.mountpoint.as_ref().map(Spanned::span)),
+            (
+                "mountpoint",
+                &["mount"],
+                r.mountpoint.as_ref().map(Spanned::span),
+            ),
             ("fstype", &["mount"], r.fstype.as_ref().map(Spanned::span)),
             ("options", &["mount"], r.options.as_ref().map(Spanned::span)),
             ("fsck", &["mount"], r.fsck.as_ref().map(Spanned::span)),
             ("address", &["vip"], r.address.as_ref().map(Spanned::span)),
-            ("interface", &["vip"], r.interface.as_ref().map(Spanned::span)),
+            (
+                "interface",
+                &["vip"],
+                r.interface.as_ref().map(Spanned::span),
+            ),
             ("bindir", &["pgsql"], r.bindir.as_ref().map(Spanned::span)),
             ("datadir", &["pgsql"], r.datadir.as_ref().map(Spanned::span)),
             ("port", &["pgsql"], r.port.as_ref().map(Spanned::span)),
             ("host", &["pgsql"], r.host.as_ref().map(Spanned::span)),
             ("user", &["pgsql"], r.user.as_ref().map(Spanned::span)),
-            ("superuser", &["pgsql"], r.superuser.as_ref().map(Spanned::span)),
+            (
+                "superuser",
+                &["pgsql"],
+                r.superuser.as_ref().map(Spanned::span),
+            ),
             (
                 "password_file",
                 &["pgsql"],
@@ -485,10 +495,8 @@ impl Converter<'_> {
         let mut params = BTreeMap::new();
         let mut ok = true;
         for (name, value) in r.params.iter().flatten() {
-            let valid = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 self.error(
                     value.span(),
@@ -560,18 +568,30 @@ impl Converter<'_> {
 
     fn mount(&mut self, r: &RawResource, key: &str) -> Option<ResourceKind> {
         let device = self
-            .required_str(r, r.device.as_ref(), key, "device", "\"/dev/disk/by-label/bacula\"")
+            .required_str(
+                r,
+                r.device.as_ref(),
+                key,
+                "device",
+                "\"/dev/disk/by-label/bacula\"",
+            )
             .and_then(|_| {
                 r.device.as_ref().and_then(|d| {
                     self.absolute(d, &format!("{key}.device"), "\"/dev/disk/by-label/bacula\"")
                 })
             });
         let mountpoint = self
-            .required_str(r, r.mountpoint.as_ref(), key, "mountpoint", "\"/srv/bacula\"")
+            .required_str(
+                r,
+                r.mountpoint.as_ref(),
+                key,
+                "mountpoint",
+                "\"/srv/bacula\"",
+            )
             .and_then(|_| {
-                r.mountpoint.as_ref().and_then(|m| {
-                    self.absolute(m, &format!("{key}.mountpoint"), "\"/srv/bacula\"")
-                })
+                r.mountpoint
+                    .as_ref()
+                    .and_then(|m| self.absolute(m, &format!("{key}.mountpoint"), "\"/srv/bacula\""))
             });
         if mountpoint.as_deref() == Some(std::path::Path::new("/")) {
             let span = r.mountpoint.as_ref().map_or(0..0, Spanned::span);
@@ -734,17 +754,37 @@ impl Converter<'_> {
 
     fn pgsql(&mut self, r: &RawResource, key: &str, nodes: &[&str]) -> Option<ResourceKind> {
         let bindir = self
-            .required_str(r, r.bindir.as_ref(), key, "bindir", "\"/usr/lib/postgresql/15/bin\"")
+            .required_str(
+                r,
+                r.bindir.as_ref(),
+                key,
+                "bindir",
+                "\"/usr/lib/postgresql/15/bin\"",
+            )
             .and_then(|_| {
                 r.bindir.as_ref().and_then(|b| {
-                    self.absolute(b, &format!("{key}.bindir"), "\"/usr/lib/postgresql/15/bin\"")
+                    self.absolute(
+                        b,
+                        &format!("{key}.bindir"),
+                        "\"/usr/lib/postgresql/15/bin\"",
+                    )
                 })
             });
         let datadir = self
-            .required_str(r, r.datadir.as_ref(), key, "datadir", "\"/var/lib/postgresql/15/main\"")
+            .required_str(
+                r,
+                r.datadir.as_ref(),
+                key,
+                "datadir",
+                "\"/var/lib/postgresql/15/main\"",
+            )
             .and_then(|_| {
                 r.datadir.as_ref().and_then(|d| {
-                    self.absolute(d, &format!("{key}.datadir"), "\"/var/lib/postgresql/15/main\"")
+                    self.absolute(
+                        d,
+                        &format!("{key}.datadir"),
+                        "\"/var/lib/postgresql/15/main\"",
+                    )
                 })
             });
         let port = match &r.port {
@@ -755,7 +795,10 @@ impl Converter<'_> {
                     self.error(
                         p.span(),
                         format!("{key}.port"),
-                        format!("port {} is not a TCP port: expected 1 to 65535", p.get_ref()),
+                        format!(
+                            "port {} is not a TCP port: expected 1 to 65535",
+                            p.get_ref()
+                        ),
                     );
                     None
                 }
@@ -764,7 +807,11 @@ impl Converter<'_> {
         let password_file = match &r.password_file {
             None => Some(None),
             Some(p) => self
-                .absolute(p, &format!("{key}.password_file"), "\"/etc/watchkeeper/pgpass\"")
+                .absolute(
+                    p,
+                    &format!("{key}.password_file"),
+                    "\"/etc/watchkeeper/pgpass\"",
+                )
                 .map(Some),
         };
         let primary_conninfo = match &r.primary_conninfo {

@@ -402,6 +402,7 @@ mod tests {
                 })
                 .collect(),
             links: Vec::new(),
+            replica_age_ms: None,
         }
     }
 

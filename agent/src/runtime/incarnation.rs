@@ -6,9 +6,7 @@
 //! was lost (disk replaced) still comes back with a number its peers accept, as long as its
 //! clock is sane; and a clock set back cannot make it repeat, because the stored value wins.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -75,21 +73,8 @@ pub fn next_incarnation(state_dir: &Path) -> Result<u32, IncarnationError> {
         None => 1,
     }
     .max(clock);
-    let tmp = state_dir.join(format!("{FILE}.tmp"));
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o644)
-        .open(&tmp)
-        .map_err(io(&tmp))?;
-    writeln!(f, "{next}").map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    File::open(state_dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(state_dir))?;
+    super::durable::write_atomic(state_dir, FILE, format!("{next}\n").as_bytes())
+        .map_err(io(&path))?;
     Ok(next)
 }
 

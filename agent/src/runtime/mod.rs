@@ -8,6 +8,8 @@
 //! control requests and shutdown. Link tasks send through bounded channels and never block on
 //! the main loop.
 
+pub(crate) mod driver;
+pub mod durable;
 mod incarnation;
 mod status;
 
@@ -22,7 +24,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::config::{Config, Endpoint, LinkKind};
-use crate::control::{ControlListener, ControlRequest};
+use crate::control::{ControlListener, ControlRequest, Request};
+use crate::engine::{Action, Command, Engine, Input};
 use crate::liveness::{Liveness, Transition};
 
 pub use incarnation::{next_incarnation, IncarnationError};
@@ -180,6 +183,8 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         mut watchdog,
     } = resources;
     let started = Instant::now();
+    // Links and the control socket outlive a shutdown request until the group is handed over.
+    let (links_stop, links_stop_rx) = watch::channel(false);
     let (events_tx, mut events) = mpsc::channel::<LinkEvent>(EVENT_QUEUE);
     let mut tasks = JoinSet::new();
     let mut senders = Vec::new();
@@ -198,7 +203,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         };
         let (sender, outgoing) = LinkSender::new();
         senders.push(sender);
-        let stop = shutdown.clone();
+        let stop = links_stop_rx.clone();
         let detail = match l.transport {
             Transport::Serial(params, port) => {
                 let d = params.device.display().to_string();
@@ -243,65 +248,192 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         .node(local)
         .map(|n| crate::fence::ledger::path(&n.state_dir));
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(CONTROL_QUEUE);
-    tasks.spawn(control.serve(control_tx, shutdown.clone()));
+    tasks.spawn(control.serve(control_tx, links_stop_rx.clone()));
 
     let me = config
         .node(local)
         .map(|n| n.name.clone())
         .unwrap_or_default();
+    let state_dir = config
+        .node(local)
+        .map(|n| n.state_dir.clone())
+        .unwrap_or_default();
+
+    // The engine: its record from disk, this boot's incarnation, randomness for elections.
+    let (results_tx, mut results) = mpsc::channel::<Input>(RESULT_QUEUE);
+    let durable = match durable::load(&state_dir) {
+        Ok(d) => d,
+        Err(e) => {
+            // Checked again here because the record may have changed since the agent started.
+            tracing::error!(event = "ownership_unreadable", error = %e, "{e}");
+            watchdog.stop(true, "ownership record unreadable");
+            let _ = links_stop.send(true);
+            return;
+        }
+    };
+    let seed = u64::from(incarnation)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| {
+                u64::try_from(d.as_nanos() & u128::from(u64::MAX)).unwrap_or(0)
+            });
+    let mut engine = Engine::new(
+        config.engine_config(local, config.resource_names()),
+        durable,
+        incarnation,
+        seed,
+        Instant::now(),
+    );
+    let mut driver = driver::Driver {
+        config: config.clone(),
+        local,
+        state_dir: state_dir.clone(),
+        results: results_tx,
+        devices: fence_devices(&config),
+        slots: crate::group::slots(&config, &me).await,
+        tasks: JoinSet::new(),
+        resource_actions: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+    };
     tracing::info!(
         event = "started",
         node = %me,
         incarnation,
+        epoch = durable.epoch,
         links = link_info.len(),
+        resources = driver.slots.len(),
+        fence_devices = driver.devices.len(),
         "watchkeeper running"
     );
     watchdog.ready(&format!("node {me} running, incarnation {incarnation}"));
     // Only a shutdown request is a planned stop; the loop ending for any other reason is not.
     let mut planned_stop = false;
+    // Set once a shutdown was asked for: the group is being handed over or stopped first.
+    let mut leaving: Option<tokio::time::Instant> = None;
     // One sequence for all links: receivers order frames that took different paths by it.
     let mut sequence: u64 = 0;
-    let mut ticker = tokio::time::interval(config.timing.heartbeat_interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut actions = Vec::new();
     loop {
-        watchdog.tick();
-        let deadline = liveness.next_deadline().map(tokio::time::Instant::from_std);
+        let now = Instant::now();
+        while let Some(a) = engine.poll_action() {
+            actions.push(a);
+        }
+        for a in actions.drain(..) {
+            match a {
+                Action::SendHeartbeat(mut hb) => {
+                    // The engine knows nodes, not clusters or sequences: the runtime stamps them.
+                    sequence += 1;
+                    hb.sequence = sequence;
+                    hb.cluster_id = config.cluster.id;
+                    for s in &senders {
+                        s.send(hb);
+                    }
+                }
+                Action::FeedWatchdog => watchdog.tick(),
+                Action::StarveWatchdog { reason } => {
+                    tracing::error!(event = "self_fence", %reason, "self-fencing: {reason}");
+                    if let Some(f) = watchdog.feeder() {
+                        f.starve(reason.clone());
+                    }
+                }
+                other => driver.execute(other),
+            }
+        }
+        driver.reap();
+        if let Some(since) = leaving {
+            let idle = driver
+                .resource_actions
+                .load(std::sync::atomic::Ordering::SeqCst)
+                == 0;
+            if (!engine.holds_resources() && idle)
+                || tokio::time::Instant::now() >= since + LEAVE_GRACE
+            {
+                planned_stop = !engine.holds_resources();
+                break;
+            }
+        }
+        let deadline = [
+            engine.next_deadline(),
+            liveness.next_deadline(),
+            driver.next_monitor(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(tokio::time::Instant::from_std)
+        .map(|d| d.min(tokio::time::Instant::now() + MAX_IDLE));
         tokio::select! {
             ev = events.recv() => match ev {
-                Some(LinkEvent::Frame { heartbeat, at, .. }) => liveness.frame(at, &heartbeat),
+                Some(LinkEvent::Frame { heartbeat, at, .. }) => {
+                    liveness.frame(at, &heartbeat);
+                    engine.handle(Instant::now(), Input::Heartbeat(heartbeat));
+                }
                 Some(LinkEvent::TransportUp { link }) => {
                     if let Some(i) = link_info.iter_mut().find(|i| i.id == link) {
                         i.transport_up = true;
                     }
+                    engine.handle(Instant::now(), Input::Link { link, up: true });
                 }
                 Some(LinkEvent::TransportDown { link, reason }) => {
                     if let Some(i) = link_info.iter_mut().find(|i| i.id == link) {
                         i.transport_up = false;
                         tracing::warn!(event = "transport_down", link = %i.name, %reason, "link transport down");
                     }
+                    engine.handle(Instant::now(), Input::Link { link, up: false });
                 }
                 None => break,
             },
-            _ = ticker.tick() => {
-                sequence += 1;
-                let mut hb = announce(&config, local, incarnation, &liveness);
-                hb.sequence = sequence;
-                for s in &senders {
-                    s.send(hb);
+            Some(input) = results.recv() => engine.handle(Instant::now(), input),
+            () = sleep_until(deadline) => {
+                let now = Instant::now();
+                liveness.tick(now);
+                driver.monitors(now);
+                engine.handle(now, Input::Tick);
+            }
+            Some(req) = control_rx.recv() => match req.request.clone() {
+                Request::Status => {
+                    let st = status::build(&config, local, incarnation, started, &liveness, &link_info);
+                    req.reply(st);
                 }
-            }
-            () = sleep_until(deadline) => liveness.tick(Instant::now()),
-            Some(req) = control_rx.recv() => {
-                let st = status::build(&config, local, incarnation, started, &liveness, &link_info);
-                req.reply(st);
-            }
-            r = shutdown.changed() => {
+                Request::Resources => req.answer(driver.resources_report(&engine)),
+                Request::Switchover { node } => {
+                    let answer = switchover(&config, local, &engine, &liveness, node.as_deref());
+                    if let Ok(target) = &answer {
+                        engine.handle(Instant::now(), Input::Command(Command::Switchover(*target)));
+                    }
+                    req.answer(match answer {
+                        Ok(target) => serde_json::json!({
+                            "ok": true,
+                            "message": format!(
+                                "handing the group over to {}: stopping here in reverse order, then it starts there",
+                                config.node(target).map_or("?", |n| n.name.as_str())
+                            ),
+                        }),
+                        Err(e) => serde_json::json!({ "error": e }),
+                    });
+                }
+                Request::Standby => {
+                    engine.handle(Instant::now(), Input::Command(Command::Standby));
+                    req.answer(serde_json::json!({ "ok": true, "message": format!("{me} is in standby: it will not hold the group") }));
+                }
+                Request::Unstandby => {
+                    engine.handle(Instant::now(), Input::Command(Command::Unstandby));
+                    req.answer(serde_json::json!({ "ok": true, "message": format!("{me} may hold the group again") }));
+                }
+                Request::Cleanup => {
+                    engine.handle(Instant::now(), Input::Command(Command::Clear));
+                    driver.clear_failures();
+                    req.answer(serde_json::json!({ "ok": true, "message": "resource failures forgotten" }));
+                }
+            },
+            r = shutdown.changed(), if leaving.is_none() => {
                 if r.is_err() || *shutdown.borrow() {
-                    planned_stop = true;
-                    break;
+                    tracing::info!(event = "leaving", node = %me, holds = engine.holds_resources(), "shutdown asked: handing the group over or stopping it before leaving");
+                    engine.handle(Instant::now(), Input::Command(Command::Standby));
+                    leaving = Some(tokio::time::Instant::now());
                 }
             }
         }
+        let _ = now;
         while let Some(t) = liveness.poll_transition() {
             if let (Transition::PeerUp { peer }, Some(ledger)) = (&t, &ledger_path) {
                 // A node that is heard again has rejoined: lift the fabric fences it is under.
@@ -316,23 +448,28 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         }
         while unfences.try_join_next().is_some() {}
     }
-    tracing::info!(event = "stopping", node = %me, "watchkeeper stopping");
-    // Link tasks end on shutdown too, so the loop may have left through their closed channel.
-    planned_stop |= *shutdown.borrow();
-    // Until the engine holds resources, a planned stop holds nothing and may disarm.
+    tracing::info!(event = "stopping", node = %me, holds = engine.holds_resources(), "watchkeeper stopping");
+    // A node still holding resources (stop failed, or the grace ran out) must not disarm: the
+    // watchdog resets it so the peer can take over safely.
+    planned_stop &= *shutdown.borrow() && !engine.holds_resources();
     watchdog.stop(
         planned_stop,
-        "the runtime loop ended without a shutdown request",
+        if engine.holds_resources() {
+            "stopping while still holding resources"
+        } else {
+            "the runtime loop ended without a shutdown request"
+        },
     );
+    let _ = links_stop.send(true);
     drop(senders);
-    // An unfence under way is finished (each is bounded by its device's timeout) so that its
-    // outcome reaches the ledger.
-    let finish_unfences = async { while unfences.join_next().await.is_some() {} };
-    if tokio::time::timeout(UNFENCE_GRACE, finish_unfences)
-        .await
-        .is_err()
-    {
-        tracing::error!("an unfence did not finish in time: check the switch ports with `watchkeeper unfence --list`");
+    // Unfences and resource actions under way are finished (each is bounded by its timeout)
+    // so that their outcome reaches the ledger and the log.
+    let finish = async {
+        while unfences.join_next().await.is_some() {}
+        while driver.tasks.join_next().await.is_some() {}
+    };
+    if tokio::time::timeout(UNFENCE_GRACE, finish).await.is_err() {
+        tracing::error!("an unfence or resource action did not finish in time: check with `watchkeeper unfence --list` and `watchkeeper resources`");
     }
     let stop_all = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
@@ -343,8 +480,67 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// The heartbeat this node announces. Until the decision engine runs the show, a node
-/// announces itself as a standby holding nothing, with the peers it sees alive.
+/// Checks a switchover request: this node must hold the group and the target must be a peer
+/// that is alive and may hold it.
+fn switchover(
+    config: &Config,
+    local: NodeId,
+    engine: &Engine,
+    liveness: &Liveness,
+    node: Option<&str>,
+) -> Result<NodeId, String> {
+    if !engine.holds_resources() {
+        return Err("this node does not hold the group: run switchover on the holder".to_owned());
+    }
+    let witnesses = &config.failover.witnesses;
+    let candidates: Vec<&crate::config::Node> = config
+        .nodes
+        .iter()
+        .filter(|n| n.id != local && !witnesses.contains(&n.name))
+        .collect();
+    let target = match node {
+        Some(name) => candidates
+            .iter()
+            .find(|n| n.name == name)
+            .ok_or_else(|| format!("{name} is not a peer that can hold the group"))?,
+        None => match candidates.as_slice() {
+            [only] => only,
+            _ => return Err("name the node to hand over to".to_owned()),
+        },
+    };
+    let alive = liveness
+        .peers()
+        .iter()
+        .any(|p| p.id == target.id && p.alive);
+    if !alive {
+        return Err(format!(
+            "{} is not heard: a handover needs the new holder alive",
+            target.name
+        ));
+    }
+    Ok(target.id)
+}
+
+/// Every configured fence device, built once; one that cannot be built is left out and logged,
+/// so fencing through it fails with that reason.
+fn fence_devices(config: &Config) -> std::collections::BTreeMap<String, driver::SharedDevice> {
+    let mut devices = std::collections::BTreeMap::new();
+    for d in &config.fencing.devices {
+        match crate::fence::build_device(d) {
+            Ok(dev) => {
+                devices.insert(d.name.clone(), Arc::new(tokio::sync::Mutex::new(dev)));
+            }
+            Err(e) => {
+                tracing::error!(event = "fence_device_unbuildable", device = %d.name, error = %e, "fence device {} cannot be used: {e}", d.name);
+            }
+        }
+    }
+    devices
+}
+
+/// The heartbeat a node without an engine would announce: a standby holding nothing, with the
+/// peers it sees alive (kept for tests of the frame layout).
+#[allow(dead_code)]
 fn announce(config: &Config, local: NodeId, incarnation: u32, liveness: &Liveness) -> Heartbeat {
     let mut view = View::default();
     view.insert(local);
@@ -457,5 +653,13 @@ const EVENT_QUEUE: usize = 4096;
 const CONTROL_QUEUE: usize = 16;
 /// How long link tasks get to notice shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// Results of device and resource tasks waiting for the main loop.
+const RESULT_QUEUE: usize = 64;
+/// How long a shutdown waits for the group to be handed over or stopped before giving up (and
+/// leaving the watchdog to reset the host if it still holds anything).
+const LEAVE_GRACE: Duration = Duration::from_secs(120);
+/// The loop wakes at least this often, so monitors and the engine's clock never wait on a
+/// quiet network.
+const MAX_IDLE: Duration = Duration::from_millis(250);
 /// How long a running unfence gets to finish at shutdown: the default device timeout.
 const UNFENCE_GRACE: Duration = crate::config::DEFAULT_FENCE_TIMEOUT;

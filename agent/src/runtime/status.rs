@@ -34,6 +34,10 @@ pub struct Status {
     pub peers: Vec<PeerStatus>,
     /// Every link of this node.
     pub links: Vec<LinkStatus>,
+    /// Age of this node's copy of the Director configuration (time since its last successful
+    /// sync), or none if it never synced. Absent in reports of older agents.
+    #[serde(default)]
+    pub replica_age_ms: Option<u64>,
 }
 
 /// One peer as this node sees it.
@@ -191,5 +195,9 @@ pub(crate) fn build(
         deadtime_ms: ms(config.timing.deadtime),
         peers,
         links,
+        replica_age_ms: config
+            .node(local)
+            .and_then(|n| crate::replicate::replica_age(&n.state_dir))
+            .map(ms),
     }
 }

@@ -16,7 +16,13 @@
 //!   told and reports the truth. A stop that failed is reported as failed even when the
 //!   resource is probably down, because only a confirmed stop lets another node start it.
 
+pub mod mount;
 pub mod ocf;
+pub mod pgsql;
+mod process;
+pub mod script;
+pub mod systemd;
+pub mod vip;
 
 use std::future::Future;
 use std::pin::Pin;

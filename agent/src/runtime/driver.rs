@@ -1,0 +1,450 @@
+//! Carrying out the engine's actions with the real drivers.
+//!
+//! The engine decides; this module does what it says and reports back: heartbeats go out on
+//! every link, a fencing level runs all its devices at once and counts only if every one
+//! confirms the target off, resource actions run with their deadlines, the ownership record is
+//! on disk before the engine hears `Persisted`, and the watchdog is fed only when the engine
+//! asks. Anything slow runs in its own task and answers through a bounded channel as an
+//! [`Input`], so the main loop never waits on a device.
+//!
+//! A device or resource is used by one task at a time (a `tokio::sync::Mutex` each); no lock
+//! is ever held by the main loop.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
+use std::time::{Duration, Instant};
+
+use drivers::fence::FenceDevice;
+use drivers::resource::{Resource, ResourceError, ResourceState};
+use proto::NodeId;
+use tokio::sync::{mpsc, Mutex};
+use tokio::task::JoinSet;
+
+use crate::config::{Config, ResourceConfig};
+use crate::engine::{Action, Durable, FenceOutcome, Input, ResourceOutcome};
+use crate::fence::ledger::{self, Entry};
+
+/// A fence device shared by the tasks that use it.
+pub(crate) type SharedDevice = Arc<Mutex<Box<dyn FenceDevice>>>;
+
+/// One resource of the group and what is known about it.
+pub(crate) struct Slot {
+    /// Name and timeouts.
+    pub(crate) config: ResourceConfig,
+    /// The executor; `None` when it could not be built (every action then fails with why).
+    pub(crate) executor: Option<Arc<Mutex<Box<dyn Resource>>>>,
+    /// Why it could not be built.
+    pub(crate) build_error: Option<String>,
+    /// Start, stop and monitor deadlines after defaults.
+    pub(crate) timeouts: Timeouts,
+    /// Whether the engine has it started (monitors run only then).
+    pub(crate) running: Arc<AtomicBool>,
+    /// What happened last, for `watchkeeper resources`.
+    pub(crate) last: Arc<StdMutex<SlotReport>>,
+    /// When the next monitor is due.
+    pub(crate) next_monitor: Option<Instant>,
+}
+
+/// Deadlines of one resource's actions.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Timeouts {
+    pub(crate) start: Duration,
+    pub(crate) stop: Duration,
+    pub(crate) monitor: Duration,
+}
+
+/// The last action and monitor of a resource.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SlotReport {
+    /// `starting`, `running`, `stopping`, `stopped`, `start failed`, `stop failed`.
+    pub(crate) state: String,
+    /// Last action and how long it took.
+    pub(crate) last_action: Option<(String, Duration, Instant)>,
+    /// Last monitor: when and its outcome in words.
+    pub(crate) last_monitor: Option<(Instant, String)>,
+    /// Last error, if any.
+    pub(crate) last_error: Option<String>,
+}
+
+/// Carries out actions; owns the tasks it spawned.
+pub(crate) struct Driver {
+    pub(crate) config: Arc<Config>,
+    pub(crate) local: NodeId,
+    pub(crate) state_dir: PathBuf,
+    pub(crate) results: mpsc::Sender<Input>,
+    pub(crate) devices: BTreeMap<String, SharedDevice>,
+    pub(crate) slots: Vec<Slot>,
+    pub(crate) tasks: JoinSet<()>,
+    /// Resource actions in flight (start/stop): a clean stop waits for them.
+    pub(crate) resource_actions: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Driver {
+    fn node_name(&self, id: NodeId) -> String {
+        self.config
+            .node(id)
+            .map_or_else(|| id.to_string(), |n| n.name.clone())
+    }
+
+    /// Runs a fencing level: every device of the level switches `target` off at once; the
+    /// level succeeds only if every one confirms.
+    pub(crate) fn fence(&mut self, target: NodeId, level: usize) {
+        let name = self.node_name(target);
+        let names: Vec<String> = self
+            .config
+            .fencing
+            .levels
+            .get(&name)
+            .and_then(|l| l.get(level))
+            .cloned()
+            .unwrap_or_default();
+        let level_timeout = self.config.failover.fence_timeout;
+        let devices: Vec<(String, Option<SharedDevice>, Duration)> = names
+            .iter()
+            .map(|d| {
+                let timeout = self
+                    .config
+                    .fencing
+                    .device(d)
+                    .map_or(level_timeout, |c| c.timeout.min(level_timeout));
+                (d.clone(), self.devices.get(d).cloned(), timeout)
+            })
+            .collect();
+        let types: BTreeMap<String, &'static str> = names
+            .iter()
+            .filter_map(|d| {
+                self.config
+                    .fencing
+                    .device(d)
+                    .map(|c| (d.clone(), c.kind.type_word()))
+            })
+            .collect();
+        let ledger_path = ledger::path(&self.state_dir);
+        let results = self.results.clone();
+        self.tasks.spawn(async move {
+            let started = Instant::now();
+            let mut runs = JoinSet::new();
+            for (device, shared, timeout) in devices {
+                let target = name.clone();
+                runs.spawn(async move {
+                    let t = Instant::now();
+                    let outcome = match shared {
+                        None => Err(format!("fence device {device} could not be built")),
+                        Some(shared) => {
+                            let deadline = tokio::time::Instant::now() + timeout;
+                            let mut dev = shared.lock().await;
+                            dev.off(&target, deadline).await.map_err(|e| e.to_string())
+                        }
+                    };
+                    (device, outcome.map(|_| ()), t.elapsed())
+                });
+            }
+            let mut failures = Vec::new();
+            let mut n = 0;
+            while let Some(joined) = runs.join_next().await {
+                n += 1;
+                let (device, outcome, took) = match joined {
+                    Ok(r) => r,
+                    Err(e) => {
+                        failures.push(format!("a fence task ended abnormally: {e}"));
+                        continue;
+                    }
+                };
+                let mut entry = Entry::now(
+                    &device,
+                    types.get(&device).copied().unwrap_or("?"),
+                    &name,
+                    "off",
+                    &format!("the engine fences {name} (level {})", level + 1),
+                );
+                entry.by = "agent".to_owned();
+                entry.ok = outcome.is_ok();
+                entry.state = outcome.is_ok().then(|| "off".to_owned());
+                entry.ms = took.as_secs_f64() * 1000.0;
+                entry.error = outcome.as_ref().err().cloned();
+                let path = ledger_path.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = ledger::append(&path, &entry) {
+                        tracing::error!(ledger = %path.display(), error = %e, "cannot record the fence in the ledger");
+                    }
+                })
+                .await;
+                match outcome {
+                    Ok(()) => tracing::info!(event = "fence_device_off", target = %name, device = %device, ms = entry_ms(took), "{device} confirmed {name} off in {} ms", entry_ms(took)),
+                    Err(e) => {
+                        tracing::error!(event = "fence_device_failed", target = %name, device = %device, error = %e, "{device} did not fence {name}: {e}");
+                        failures.push(format!("{device}: {e}"));
+                    }
+                }
+            }
+            let outcome = if n == 0 {
+                FenceOutcome::Failed(format!("level {} of {name} has no device", level + 1))
+            } else if failures.is_empty() {
+                FenceOutcome::Off
+            } else {
+                FenceOutcome::Failed(failures.join("; "))
+            };
+            tracing::info!(event = "fence_level_done", target = %name, level = level + 1, ms = entry_ms(started.elapsed()), ok = matches!(outcome, FenceOutcome::Off), "fencing level {} of {name}: {outcome:?}", level + 1);
+            let _ = results
+                .send(Input::FenceResult {
+                    target,
+                    level,
+                    outcome,
+                })
+                .await;
+        });
+    }
+
+    /// Independent confirmation of a level: none is configured yet, so the level's own
+    /// read-back stands.
+    pub(crate) fn verify_off(&mut self, target: NodeId, level: usize) {
+        let results = self.results.clone();
+        self.tasks.spawn(async move {
+            let _ = results
+                .send(Input::VerifyResult {
+                    target,
+                    level,
+                    off: true,
+                })
+                .await;
+        });
+    }
+
+    /// The engine's unfence of a node it fenced. The runtime already lifts every fabric fence
+    /// the ledger shows (the engine's and the operator's) when the node is heard again, on the
+    /// same event, so this only records the decision.
+    pub(crate) fn unfence(&mut self, target: NodeId) {
+        let name = self.node_name(target);
+        tracing::info!(event = "unfence_decided", peer = %name, "{name} rejoined: fabric fences on it are lifted by the rejoin path");
+    }
+
+    /// Writes the ownership record, then tells the engine.
+    pub(crate) fn persist(&mut self, durable: Durable) {
+        let dir = self.state_dir.clone();
+        let results = self.results.clone();
+        self.tasks.spawn(async move {
+            let saved = tokio::task::spawn_blocking(move || super::durable::save(&dir, &durable))
+                .await;
+            match saved {
+                Ok(Ok(())) => {
+                    let _ = results.send(Input::Persisted(durable)).await;
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(event = "persist_failed", error = %e, "cannot persist epoch {}: {e}; the epoch is not announced", durable.epoch);
+                }
+                Err(e) => tracing::error!(event = "persist_failed", error = %e, "persist task failed"),
+            }
+        });
+    }
+
+    /// Starts or stops resource `index` and reports the outcome.
+    pub(crate) fn resource_action(&mut self, index: usize, start: bool) {
+        let Some(slot) = self.slots.get_mut(index) else {
+            tracing::error!(index, "the engine named a resource that is not configured");
+            return;
+        };
+        let name = slot.config.name.clone();
+        let executor = slot.executor.clone();
+        let build_error = slot.build_error.clone();
+        let timeout = if start {
+            slot.timeouts.start
+        } else {
+            slot.timeouts.stop
+        };
+        let running = slot.running.clone();
+        let last = slot.last.clone();
+        if !start {
+            // No more monitors once a stop is asked for.
+            running.store(false, Ordering::SeqCst);
+        }
+        slot.next_monitor = None;
+        if let Ok(mut l) = last.lock() {
+            l.state = if start { "starting" } else { "stopping" }.to_owned();
+        }
+        let results = self.results.clone();
+        let in_flight = self.resource_actions.clone();
+        in_flight.fetch_add(1, Ordering::SeqCst);
+        let word = if start { "start" } else { "stop" };
+        self.tasks.spawn(async move {
+            let t = Instant::now();
+            let outcome: Result<(), String> = match executor {
+                None => Err(build_error.unwrap_or_else(|| "no executor".to_owned())),
+                Some(exec) => {
+                    let deadline = tokio::time::Instant::now() + timeout;
+                    let mut r = exec.lock().await;
+                    let result: Result<(), ResourceError> = if start {
+                        r.start(deadline).await
+                    } else {
+                        r.stop(deadline).await
+                    };
+                    result.map_err(|e| e.to_string())
+                }
+            };
+            let took = t.elapsed();
+            let ok = outcome.is_ok();
+            match &outcome {
+                Ok(()) => tracing::info!(event = if start { "resource_started" } else { "resource_stopped" }, resource = %name, ms = entry_ms(took), "{word} {name}: ok in {} ms", entry_ms(took)),
+                Err(e) => tracing::error!(event = if start { "resource_start_failed" } else { "resource_stop_failed" }, resource = %name, error = %e, "{word} {name} failed: {e}"),
+            }
+            if start && ok {
+                running.store(true, Ordering::SeqCst);
+            }
+            if let Ok(mut l) = last.lock() {
+                l.state = match (start, ok) {
+                    (true, true) => "running",
+                    (true, false) => "start failed",
+                    (false, true) => "stopped",
+                    (false, false) => "stop failed",
+                }
+                .to_owned();
+                l.last_action = Some((word.to_owned(), took, Instant::now()));
+                l.last_error = outcome.err();
+            }
+            let outcome = match (start, ok) {
+                (true, true) => ResourceOutcome::Started,
+                (true, false) => ResourceOutcome::StartFailed,
+                (false, true) => ResourceOutcome::Stopped,
+                (false, false) => ResourceOutcome::StopFailed,
+            };
+            in_flight.fetch_sub(1, Ordering::SeqCst);
+            let _ = results.send(Input::ResourceResult { index, outcome }).await;
+        });
+    }
+
+    /// Runs the monitors that are due; a failure becomes `MonitorFailed`.
+    pub(crate) fn monitors(&mut self, now: Instant) {
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if !slot.running.load(Ordering::SeqCst) {
+                slot.next_monitor = None;
+                continue;
+            }
+            let due = *slot
+                .next_monitor
+                .get_or_insert(now + slot.config.monitor_interval);
+            if now < due {
+                continue;
+            }
+            slot.next_monitor = Some(now + slot.config.monitor_interval);
+            let Some(exec) = slot.executor.clone() else {
+                continue;
+            };
+            let timeout = slot.timeouts.monitor;
+            let running = slot.running.clone();
+            let last = slot.last.clone();
+            let results = self.results.clone();
+            let name = slot.config.name.clone();
+            self.tasks.spawn(async move {
+                // A start or stop holds the executor: skip this round rather than queue.
+                let Ok(mut r) = exec.try_lock() else { return };
+                let deadline = tokio::time::Instant::now() + timeout;
+                let found = r.monitor(deadline).await;
+                drop(r);
+                let words = match &found {
+                    Ok(ResourceState::Running) => "running".to_owned(),
+                    Ok(ResourceState::Stopped) => "not running".to_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if let Ok(mut l) = last.lock() {
+                    l.last_monitor = Some((Instant::now(), words.clone()));
+                }
+                // Only a resource the engine still has started can fail its monitor.
+                if !matches!(found, Ok(ResourceState::Running)) && running.load(Ordering::SeqCst)
+                {
+                    running.store(false, Ordering::SeqCst);
+                    if let Ok(mut l) = last.lock() {
+                        l.state = "failed".to_owned();
+                        l.last_error = Some(words.clone());
+                    }
+                    tracing::error!(event = "resource_monitor_failed", resource = %name, reason = %words, "monitor of {name}: {words}");
+                    let _ = results.send(Input::MonitorFailed { index }).await;
+                }
+            });
+        }
+    }
+
+    /// The resource group as `watchkeeper resources` shows it.
+    pub(crate) fn resources_report(&self, engine: &crate::engine::Engine) -> serde_json::Value {
+        let now = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let resources: Vec<serde_json::Value> = self
+            .slots
+            .iter()
+            .map(|s| {
+                let last = s.last.lock().map(|l| l.clone()).unwrap_or_default();
+                serde_json::json!({
+                    "name": s.config.name,
+                    "type": s.config.kind.type_word(),
+                    "state": last.state,
+                    "last_action": last.last_action.as_ref().map(|(a, took, at)| serde_json::json!({
+                        "action": a,
+                        "ms": ms(*took),
+                        "ms_ago": ms(now.saturating_duration_since(*at)),
+                    })),
+                    "last_monitor": last.last_monitor.as_ref().map(|(at, words)| serde_json::json!({
+                        "result": words,
+                        "ms_ago": ms(now.saturating_duration_since(*at)),
+                    })),
+                    "last_error": last.last_error,
+                    "timeouts_ms": {
+                        "start": ms(s.timeouts.start),
+                        "stop": ms(s.timeouts.stop),
+                        "monitor": ms(s.timeouts.monitor),
+                    },
+                    "monitor_interval_ms": ms(s.config.monitor_interval),
+                    "unbuildable": s.build_error,
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "node": self.config.node(self.local).map(|n| n.name.clone()),
+            "holds": engine.holds_resources(),
+            "epoch": engine.durable().epoch,
+            "role": format!("{:?}", engine.role()),
+            "resources": resources,
+        })
+    }
+
+    /// Forgets the failures shown for each resource (after `watchkeeper cleanup`).
+    pub(crate) fn clear_failures(&mut self) {
+        for s in &self.slots {
+            if let Ok(mut l) = s.last.lock() {
+                l.last_error = None;
+                if l.state.ends_with("failed") {
+                    l.state = "stopped".to_owned();
+                }
+            }
+        }
+    }
+
+    /// The earliest due monitor.
+    pub(crate) fn next_monitor(&self) -> Option<Instant> {
+        self.slots.iter().filter_map(|s| s.next_monitor).min()
+    }
+
+    /// Reaps finished tasks.
+    pub(crate) fn reap(&mut self) {
+        while self.tasks.try_join_next().is_some() {}
+    }
+
+    /// Carries out one action that does not need the links or the watchdog.
+    pub(crate) fn execute(&mut self, action: Action) {
+        match action {
+            Action::Fence { target, level } => self.fence(target, level),
+            Action::VerifyOff { target, level } => self.verify_off(target, level),
+            Action::Unfence { target } => self.unfence(target),
+            Action::StartResource { index } => self.resource_action(index, true),
+            Action::StopResource { index } => self.resource_action(index, false),
+            Action::Persist(d) => self.persist(d),
+            Action::Alert(e) => tracing::warn!(event = "alert", "{e:?}"),
+            Action::Log(e) => tracing::info!(event = "decision", "{e:?}"),
+            // The caller handles these.
+            Action::SendHeartbeat(_) | Action::FeedWatchdog | Action::StarveWatchdog { .. } => {}
+        }
+    }
+}
+
+fn entry_ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 10_000.0).round() / 10.0
+}
