@@ -29,9 +29,21 @@ use crate::runtime::driver::{Slot, SlotReport, Timeouts};
 /// How long reading an OCF agent's meta-data may take at start-up.
 const META_DATA_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `{node}` in an OCF parameter, a script argument or an environment value is replaced by the
+/// local node's name, so one configuration can give each node its own path or peer.
+fn per_node(text: &str, node: &str) -> String {
+    text.replace("{node}", node)
+}
+
 /// The executor of one resource on node `node`.
 pub fn build(config: &ResourceConfig, node: &str) -> Result<Box<dyn Resource>, String> {
     let name = config.name.clone();
+    let subst_all = |v: &[String]| v.iter().map(|a| per_node(a, node)).collect::<Vec<_>>();
+    let subst_map = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(k, v)| (k.clone(), per_node(v, node)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    };
     let built: Result<Box<dyn Resource>, drivers::resource::ResourceError> = match &config.kind {
         ResourceKind::Ocf {
             agent,
@@ -43,7 +55,7 @@ pub fn build(config: &ResourceConfig, node: &str) -> Result<Box<dyn Resource>, S
                 agent: agent.clone(),
                 ocf_root: ocf_root.clone(),
                 instance: name.clone(),
-                params: params.clone(),
+                params: subst_map(params),
                 prefix: Vec::new(),
             },
         )
@@ -56,10 +68,10 @@ pub fn build(config: &ResourceConfig, node: &str) -> Result<Box<dyn Resource>, S
         } => ScriptResource::new(
             name.clone(),
             ScriptParams {
-                start: start.clone(),
-                stop: stop.clone(),
-                status: status.clone(),
-                env: env.clone(),
+                start: subst_all(start),
+                stop: subst_all(stop),
+                status: subst_all(status),
+                env: subst_map(env),
             },
         )
         .map(|r| Box::new(r) as Box<dyn Resource>),

@@ -8,8 +8,9 @@
 //! - node [`Node::A`], the primary: `initdb --data-checksums` (so `pg_rewind` works without
 //!   `wal_log_hints`), `wal_level=replica`, `hot_standby=on`, `fsync=off` for speed, listening
 //!   on 127.0.0.1 and a Unix socket in the cluster's `sock` directory; a `replicator` role with
-//!   `REPLICATION`, a password, a `pg_hba.conf` line for 127.0.0.1, and the function grants
-//!   `pg_rewind` needs from a non-superuser source;
+//!   `REPLICATION`, a password, a `pg_hba.conf` line for 127.0.0.1, the function grants
+//!   `pg_rewind` needs from a non-superuser source, and `pg_checkpoint` (PostgreSQL 15's
+//!   `pg_rewind` needs a checkpoint on a freshly promoted source);
 //! - node [`Node::B`], a hot standby copied with `pg_basebackup -R`, streaming from A.
 //!
 //! Both share the configuration files (a clone copies them); the port is node-specific and is
@@ -192,7 +193,8 @@ impl PgCluster {
                  GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO {u}; \
                  GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO {u}; \
                  GRANT EXECUTE ON FUNCTION \
-                 pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {u};",
+                 pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO {u}; \
+                 GRANT pg_checkpoint TO {u};",
                 u = REPLICATION_USER
             ),
         );

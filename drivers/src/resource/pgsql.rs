@@ -331,7 +331,7 @@ impl PgsqlResource {
         self.write_standby_config(ACTION, &conninfo)?;
         let started = Instant::now();
         self.pg_ctl_start(ACTION, deadline).await?;
-        if let Err(e) = self.wait_streaming(deadline).await {
+        if let Err(e) = self.wait_streaming(&conninfo, deadline).await {
             let stopped = self.kill_postmaster().await;
             return Err(with_cleanup(e, stopped));
         }
@@ -667,6 +667,18 @@ impl PgsqlResource {
     ) -> Result<(), ResourceError> {
         const ACTION: &str = "rejoin";
         report.crash_recovery = self.ensure_clean_shutdown(deadline).await?;
+        // Before PostgreSQL 16 a promoted server's control file names its new timeline only
+        // after its first checkpoint; until then pg_rewind finds no divergence and does nothing.
+        match self
+            .query_at(ACTION, Some(conninfo), "CHECKPOINT", deadline)
+            .await?
+        {
+            Ok(_) => {}
+            Err(SqlError::Auth(m)) => return Err(self.auth_error(ACTION, &m)),
+            Err(e) => tracing::warn!(resource = %self.name, error = %e.message(),
+                "CHECKPOINT on the rewind source failed (its role needs pg_checkpoint); \
+                 pg_rewind may miss a fresh promotion"),
+        }
         let began = Instant::now();
         let mut target = OsString::from("--target-pgdata=");
         target.push(&self.params.datadir);
@@ -796,14 +808,38 @@ impl PgsqlResource {
         write(&signal, "").map_err(|e| fail(&signal, e))
     }
 
-    async fn wait_streaming(&self, deadline: Instant) -> Result<(), ResourceError> {
+    /// Waits until the WAL receiver streams *and* the server has replayed the primary's WAL up
+    /// to where it was when streaming began: a standby on a forked timeline also reports
+    /// `streaming` for a moment between its failed attempts, but never catches up.
+    async fn wait_streaming(&self, conninfo: &str, deadline: Instant) -> Result<(), ResourceError> {
         const ACTION: &str = "rejoin";
         let mut pause = FIRST_POLL;
-        let mut last;
+        let mut last = String::new();
+        let mut target: Option<String> = None;
         // Bounded by the deadline: bounded queries or sleeps until it.
         loop {
             match self.follow_state(ACTION, deadline).await? {
-                Ok(Follow::Streaming) => return Ok(()),
+                Ok(Follow::Streaming) => {
+                    if target.is_none() {
+                        match self
+                            .query_at(ACTION, Some(conninfo), PRIMARY_LSN, deadline)
+                            .await?
+                        {
+                            Ok(lsn) if is_lsn(&lsn) => target = Some(lsn),
+                            Ok(other) => last = format!("primary's WAL position: {other:?}"),
+                            Err(SqlError::Auth(m)) => return Err(self.auth_error(ACTION, &m)),
+                            Err(e) => last = format!("primary's WAL position: {}", e.message()),
+                        }
+                    }
+                    if let Some(lsn) = &target {
+                        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+                        match self.query(ACTION, &sql, deadline).await? {
+                            Ok(answer) if answer == "t" => return Ok(()),
+                            Ok(_) => last = format!("streaming, not yet replayed up to {lsn}"),
+                            Err(e) => last = e.message().to_owned(),
+                        }
+                    }
+                }
                 Ok(Follow::Primary) => {
                     return Err(self.error(
                         ResourceErrorKind::Failed,
@@ -866,7 +902,18 @@ impl PgsqlResource {
         sql: &str,
         deadline: Instant,
     ) -> Result<Result<String, SqlError>, ResourceError> {
-        let args = [
+        self.query_at(action, None, sql, deadline).await
+    }
+
+    /// [`Self::query`] on the local server, or on the one `conninfo` names (the peer).
+    async fn query_at(
+        &self,
+        action: &str,
+        conninfo: Option<&str>,
+        sql: &str,
+        deadline: Instant,
+    ) -> Result<Result<String, SqlError>, ResourceError> {
+        let mut args = vec![
             os("-X"),
             os("-A"),
             os("-t"),
@@ -874,17 +921,21 @@ impl PgsqlResource {
             os("-w"),
             os("-v"),
             os("ON_ERROR_STOP=1"),
-            os("-h"),
-            os(&self.params.host),
-            os("-p"),
-            os(&self.params.port.to_string()),
-            os("-U"),
-            os(&self.params.superuser),
-            os("-d"),
-            os(MAINTENANCE_DB),
-            os("-c"),
-            os(sql),
         ];
+        match conninfo {
+            Some(conninfo) => args.extend([os("-d"), os(conninfo)]),
+            None => args.extend([
+                os("-h"),
+                os(&self.params.host),
+                os("-p"),
+                os(&self.params.port.to_string()),
+                os("-U"),
+                os(&self.params.superuser),
+                os("-d"),
+                os(MAINTENANCE_DB),
+            ]),
+        }
+        args.extend([os("-c"), os(sql)]);
         let run = self.run(action, PSQL, &args, deadline).await?;
         if run.code == Some(0) {
             return Ok(Ok(run.stdout.trim().to_owned()));
@@ -1295,6 +1346,17 @@ fn with_primary_conninfo(old: &str, conninfo: &str) -> String {
     out
 }
 
+/// Whether `text` reads as a WAL position (`0/A2C740`), so it can be quoted into SQL.
+fn is_lsn(text: &str) -> bool {
+    text.split_once('/').is_some_and(|(hi, lo)| {
+        !hi.is_empty()
+            && !lo.is_empty()
+            && hi.len() <= 8
+            && lo.len() <= 8
+            && hi.chars().chain(lo.chars()).all(|c| c.is_ascii_hexdigit())
+    })
+}
+
 /// `conninfo` with any `password=` value replaced, for messages and logs.
 fn redact_conninfo(conninfo: &str) -> String {
     conninfo
@@ -1407,6 +1469,8 @@ const MAINTENANCE_DB: &str = "postgres";
 const ROLE_CHECK: &str = "SELECT pg_is_in_recovery()";
 /// A standby refuses to assign a transaction id, so this proves the server takes writes.
 const WRITE_CHECK: &str = "SELECT txid_current()";
+/// The primary's WAL write position; any role may ask.
+const PRIMARY_LSN: &str = "SELECT pg_current_wal_lsn()";
 const FOLLOW_CHECK: &str = "SELECT pg_is_in_recovery()::text || '|' || \
                             coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')";
 /// First pause between polls: promotion on loopback takes tens of milliseconds.
@@ -1485,6 +1549,14 @@ mod tests {
             redact_conninfo("host=h password=secret user=u"),
             "host=h password=*** user=u"
         );
+    }
+
+    #[test]
+    fn lsns_are_checked_before_quoting() {
+        assert!(is_lsn("0/A2C740"));
+        assert!(!is_lsn("0/A2C740'; DROP"));
+        assert!(!is_lsn("/1"));
+        assert!(!is_lsn(""));
     }
 
     #[test]

@@ -1,0 +1,271 @@
+//! The whole takeover path on real processes: two `watchkeeper run` agents elect a holder, which
+//! starts the resource group in order (two script resources and a real OCF Dummy); a planned
+//! switchover stops it in reverse here and starts it in order there; a holder killed with
+//! SIGKILL is fenced through its BMC (ipmi_sim, IPMI v2.0) before the survivor takes over.
+//!
+//! What is checked from outside the agents: the order in which resources started and stopped
+//! (a journal the resources write), which node's resources exist (their state files), the
+//! BMC's power log, and that the two agents never both report holding the group.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use hwtests::agent::watchkeeper_bin;
+use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use hwtests::pair::{Net, Pair, PairSpec, NAMES};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const DEADTIME: Duration = Duration::from_millis(600);
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A resource the test can watch: a state file per node and resource, and one journal line
+/// per real start or stop.
+const RESOURCE_SCRIPT: &str = r#"#!/bin/sh
+action=$1; name=$2; node=$3; dir=$4
+state="$dir/$node-$name.state"
+case "$action" in
+  start) if [ ! -e "$state" ]; then : > "$state"; echo "$node start $name" >> "$dir/journal"; fi ;;
+  stop) if [ -e "$state" ]; then rm -f "$state"; echo "$node stop $name" >> "$dir/journal"; fi ;;
+  status) [ -e "$state" ] || exit 3 ;;
+esac
+exit 0
+"#;
+
+struct Rig {
+    pair: Pair,
+    bmcs: [IpmiSim; 2],
+}
+
+fn rig() -> Rig {
+    let bmcs = [
+        IpmiSim::start(&IpmiSimConfig::default()),
+        IpmiSim::start(&IpmiSimConfig::default()),
+    ];
+    let pair = Pair::new(PairSpec::new(
+        false,
+        Some(Net::Loopback4),
+        INTERVAL,
+        DEADTIME,
+    ))
+    .expect("pair");
+    let dir = pair.dir().to_path_buf();
+    let script = dir.join("res.sh");
+    fs::write(&script, RESOURCE_SCRIPT).expect("script");
+    fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut text = fs::read_to_string(&pair.config).expect("config");
+    for name in NAMES {
+        let line = format!("name = \"{name}\"\n");
+        assert_eq!(text.matches(&line).count(), 1, "{text}");
+        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
+    }
+    text.push_str("\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n");
+    for (i, name) in NAMES.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
+             address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
+             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
+            bmcs[i].address()
+        ));
+    }
+    let d = dir.display();
+    for res in ["storage", "catalog"] {
+        text.push_str(&format!(
+            "\n[[resource]]\nname = \"{res}\"\ntype = \"script\"\n\
+             start = [\"{s}\", \"start\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             stop = [\"{s}\", \"stop\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             status = [\"{s}\", \"status\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             monitor_interval = \"1s\"\n",
+            s = script.display()
+        ));
+    }
+    text.push_str(&format!(
+        "\n[[resource]]\nname = \"director\"\ntype = \"ocf\"\nagent = \"heartbeat:Dummy\"\n\
+         params = {{ state = \"{d}/{{node}}-director.dummy\" }}\nmonitor_interval = \"1s\"\n"
+    ));
+    fs::write(&pair.config, text).expect("config");
+    Rig { pair, bmcs }
+}
+
+fn watchkeeper(config: &Path, node: &str, args: &[&str]) -> Output {
+    Command::new(watchkeeper_bin().expect("watchkeeper binary"))
+        .args(args)
+        .args(["--node", node, "--config"])
+        .arg(config)
+        .output()
+        .expect("run watchkeeper")
+}
+
+/// Node `node`'s resource report, if its agent answers.
+fn resources(config: &Path, node: &str) -> Option<Value> {
+    let out = watchkeeper(config, node, &["resources", "--json"]);
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+fn holds_all(report: &Value) -> bool {
+    report["holds"] == Value::Bool(true)
+        && report["resources"]
+            .as_array()
+            .is_some_and(|r| r.len() == 3 && r.iter().all(|r| r["state"] == "running"))
+}
+
+/// Waits until node `who` holds the group with every resource running, checking on every
+/// round that the two agents never both claim to hold it. Returns the time it took.
+fn wait_holder(config: &Path, who: usize, alive: [bool; 2]) -> Duration {
+    let started = Instant::now();
+    loop {
+        let reports: Vec<Option<Value>> = (0..2)
+            .map(|i| {
+                if alive[i] {
+                    resources(config, NAMES[i])
+                } else {
+                    None
+                }
+            })
+            .collect();
+        let holders: Vec<usize> = (0..2)
+            .filter(|&i| {
+                reports[i]
+                    .as_ref()
+                    .is_some_and(|r| r["holds"] == Value::Bool(true))
+            })
+            .collect();
+        assert!(holders.len() < 2, "two holders: {reports:#?}");
+        if reports[who].as_ref().is_some_and(holds_all) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "{} does not hold the group within {WAIT:?}: {reports:#?}",
+            NAMES[who]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn journal(dir: &Path) -> Vec<String> {
+    fs::read_to_string(dir.join("journal"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
+    let mut rig = rig();
+    let config = rig.pair.config.clone();
+    let dir = rig.pair.dir().to_path_buf();
+    rig.pair.start(0).expect("start alpha");
+    rig.pair.start(1).expect("start beta");
+
+    // 1. One node is elected and starts the group in order.
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let other = 1 - first;
+    let (h, s) = (NAMES[first], NAMES[other]);
+    wait_holder(&config, first, [true, true]);
+    assert_eq!(
+        journal(&dir),
+        [format!("{h} start storage"), format!("{h} start catalog")]
+    );
+    assert!(
+        dir.join(format!("{h}-director.dummy")).exists(),
+        "Dummy runs on {h}"
+    );
+    assert!(!dir.join(format!("{s}-director.dummy")).exists());
+
+    // 2. Planned switchover: stopped here in reverse, then started there in order.
+    let out = watchkeeper(&config, h, &["switchover"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let took = wait_holder(&config, other, [true, true]);
+    eprintln!(
+        "switchover {h} -> {s}: group running on {s} after {} ms",
+        took.as_millis()
+    );
+    assert_eq!(
+        journal(&dir)[2..],
+        [
+            format!("{h} stop catalog"),
+            format!("{h} stop storage"),
+            format!("{s} start storage"),
+            format!("{s} start catalog"),
+        ]
+    );
+    assert!(
+        !dir.join(format!("{h}-director.dummy")).exists(),
+        "Dummy stopped on {h}"
+    );
+    assert!(
+        dir.join(format!("{s}-director.dummy")).exists(),
+        "Dummy runs on {s}"
+    );
+    let out = watchkeeper(&config, h, &["switchover"]);
+    assert_eq!(out.status.code(), Some(1), "only the holder hands over");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not hold the group"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // 3. The holder crashes: it is fenced through its BMC before the survivor takes over.
+    assert!(rig.bmcs[other].power_on());
+    let killed = Instant::now();
+    rig.pair
+        .agent(other)
+        .kill(Signal::SIGKILL)
+        .expect("kill holder");
+    let mut alive = [true, true];
+    alive[other] = false;
+    wait_holder(&config, first, alive);
+    assert!(
+        !rig.bmcs[other].power_on(),
+        "{s} was powered off by its BMC"
+    );
+    assert!(
+        rig.bmcs[other]
+            .power_log()
+            .iter()
+            .any(|l| l.contains("power=0")),
+        "{:?}",
+        rig.bmcs[other].power_log()
+    );
+    assert!(rig.bmcs[first].power_on(), "the survivor was not fenced");
+    let tail: Vec<String> = journal(&dir)[6..].to_vec();
+    assert_eq!(
+        tail,
+        [format!("{h} start storage"), format!("{h} start catalog")],
+        "the dead node's resources are not stopped by anyone; the survivor starts its own"
+    );
+    let ledger = fs::read_to_string(dir.join(format!("{h}-state/fence-ledger.jsonl")))
+        .expect("the survivor recorded the fence");
+    assert!(
+        ledger.contains(&format!("\"target\":\"{s}\"")) && ledger.contains("\"by\":\"agent\""),
+        "{ledger}"
+    );
+    eprintln!(
+        "failover after SIGKILL of {s}: group running on {h} {} ms after the kill",
+        killed.elapsed().as_millis()
+    );
+}
