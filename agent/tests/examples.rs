@@ -44,6 +44,12 @@ fn deploy_example_is_valid() {
         Some(3),
         "BMC, both PDUs, SAN"
     );
+    let order: Vec<&str> = c.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        order,
+        ["storage", "catalog", "address", "bacula-sd", "bacula-dir"],
+        "Bacula's start order"
+    );
 }
 
 #[test]

@@ -227,7 +227,10 @@ async fn manual_rejoin_reports_and_never_starts_a_second_primary() {
         pg.postmaster_pid(Node::A).is_none(),
         "the old primary was not started"
     );
-    assert_eq!(a.monitor(deadline()).await, Ok(ResourceState::Stopped));
+    // The crashed server's postmaster.pid is still there: crashed, not cleanly stopped.
+    let e = a.monitor(deadline()).await.expect_err("crashed");
+    assert_eq!(e.kind, ResourceErrorKind::Failed);
+    assert!(e.message.contains("crashed"), "{e}");
 }
 
 #[tokio::test]
@@ -304,9 +307,14 @@ async fn wrong_password_is_permission() {
     // The server was running and is left alone.
     assert!(pg.postmaster_pid(Node::A).is_some());
 
-    // The same for the replication role on a rejoin by reclone: B must not be cloned.
+    // The same for the replication role on a rejoin by reclone: B's data directory is left
+    // as it was.
     pg.stop_node(Node::B);
     let mut params = pg.params(Node::B, RejoinPolicy::Reclone);
+    let good = pg.password_file().display().to_string();
+    params.primary_conninfo = params
+        .primary_conninfo
+        .map(|c| c.replace(&good, &bad.display().to_string()));
     params.password_file = Some(bad);
     let mut b = PgsqlResource::new("catalog-b", params).expect("b");
     let e = b
@@ -315,6 +323,9 @@ async fn wrong_password_is_permission() {
         .expect_err("bad password");
     assert_eq!(e.kind, ResourceErrorKind::Permission, "{e}");
     eprintln!("reclone with a bad password: {e}");
+    assert!(pg.moved_aside(Node::B).is_empty());
+    assert!(pg.datadir(Node::B).join("PG_VERSION").is_file());
+    assert!(pg.postmaster_pid(Node::B).is_none());
 }
 
 #[tokio::test]

@@ -702,8 +702,9 @@ impl PgsqlResource {
         Ok(())
     }
 
-    /// Moves the data directory aside and copies the primary into a fresh one. Returns where
-    /// the old directory went.
+    /// Copies the primary into a fresh sibling directory, and only once that succeeded moves
+    /// the data directory aside and the copy into its place. Returns where the old directory
+    /// went; a failed copy leaves the data directory untouched.
     async fn reclone(
         &self,
         conninfo: &str,
@@ -720,20 +721,15 @@ impl PgsqlResource {
             )
         };
         let meta = std::fs::metadata(datadir).map_err(|e| io("cannot read", datadir, e))?;
-        let aside = aside_path(datadir);
-        std::fs::rename(datadir, &aside).map_err(|e| io("cannot move aside", datadir, e))?;
-        tracing::warn!(resource = %self.name, old = %aside.display(),
-            "old data directory moved aside; it is kept for the operator");
-        std::fs::create_dir(datadir).map_err(|e| io("cannot create", datadir, e))?;
-        std::os::unix::fs::chown(datadir, Some(meta.uid()), Some(meta.gid()))
-            .and_then(|()| {
-                std::fs::set_permissions(datadir, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|e| io("cannot give to the data directory's owner", datadir, e))?;
+        let clone = sibling_path(datadir, "wk-clone");
+        std::fs::create_dir(&clone).map_err(|e| io("cannot create", &clone, e))?;
+        std::os::unix::fs::chown(&clone, Some(meta.uid()), Some(meta.gid()))
+            .and_then(|()| std::fs::set_permissions(&clone, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| io("cannot give to the data directory's owner", &clone, e))?;
         let began = Instant::now();
         let args = [
             os("-D"),
-            datadir.clone().into_os_string(),
+            clone.clone().into_os_string(),
             os("-R"),
             os("-X"),
             os("stream"),
@@ -758,20 +754,34 @@ impl PgsqlResource {
             Err(e) => Some(e),
         };
         if let Some(e) = failure {
-            // The partial copy is ours; the old directory stays aside, untouched.
-            let removed = std::fs::remove_dir_all(datadir).is_ok();
+            // The partial copy is ours; the data directory was not touched.
+            let removed = std::fs::remove_dir_all(&clone).is_ok();
             return Err(self.error(
                 e.kind,
                 ACTION,
                 format!(
-                    "{}; partial copy {}; old data directory kept at {}",
+                    "{}; partial copy {} {}; data directory left as it was",
                     e.message,
+                    clone.display(),
                     if removed { "removed" } else { "NOT removed" },
-                    aside.display()
                 ),
             ));
         }
         report.clone = Some(began.elapsed());
+        let aside = sibling_path(datadir, "wk-aside");
+        std::fs::rename(datadir, &aside).map_err(|e| io("cannot move aside", datadir, e))?;
+        tracing::warn!(resource = %self.name, old = %aside.display(),
+            "old data directory moved aside; it is kept for the operator");
+        std::fs::rename(&clone, datadir).map_err(|e| {
+            io(
+                &format!(
+                    "old data directory moved to {}; cannot move the copy to",
+                    aside.display()
+                ),
+                datadir,
+                e,
+            )
+        })?;
         Ok(aside)
     }
 
@@ -1369,15 +1379,15 @@ fn redact_conninfo(conninfo: &str) -> String {
         .join(" ")
 }
 
-/// `<datadir>.wk-aside-<unix seconds>[-n]`, a name not taken yet.
-fn aside_path(datadir: &Path) -> PathBuf {
+/// `<datadir>.<tag>-<unix seconds>[-n]`, a name not taken yet.
+fn sibling_path(datadir: &Path, tag: &str) -> PathBuf {
     let secs = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let base = {
         let mut s = datadir.as_os_str().to_owned();
-        s.push(format!(".wk-aside-{secs}"));
+        s.push(format!(".{tag}-{secs}"));
         s
     };
     let mut candidate = PathBuf::from(&base);
@@ -1485,7 +1495,7 @@ const CLEANUP_GRACE: Duration = Duration::from_secs(5);
 const KILL_AFTER: Duration = Duration::from_secs(3);
 /// How long `postmaster.pid` must be absent before a killed start counts as having left
 /// nothing (the postmaster writes it within milliseconds of being forked).
-const PID_FILE_SETTLE: Duration = Duration::from_millis(300);
+const PID_FILE_SETTLE: Duration = Duration::from_millis(200);
 const CLEANUP_POLL: Duration = Duration::from_millis(20);
 /// Connecting over loopback or a Unix socket takes milliseconds; more means a hung server.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -1594,9 +1604,9 @@ mod tests {
     fn aside_names_do_not_collide() {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
-        let first = aside_path(&data);
+        let first = sibling_path(&data, "wk-aside");
         std::fs::create_dir(&first).expect("mkdir");
-        let second = aside_path(&data);
+        let second = sibling_path(&data, "wk-aside");
         assert_ne!(first, second);
         assert!(second
             .to_string_lossy()
