@@ -230,6 +230,7 @@ pub(crate) async fn slots(config: &Config, node: &str) -> Vec<Slot> {
                 ..SlotReport::default()
             })),
             next_monitor: None,
+            followed: Arc::default(),
         });
     }
     slots

@@ -253,6 +253,13 @@ impl Engine {
         self.step(now);
     }
 
+    /// The holder this node knows of and its epoch, unless it released the group.
+    pub fn known_holder(&self) -> Option<(NodeId, u64)> {
+        self.claim
+            .filter(|c| !c.released)
+            .map(|c| (c.node, c.epoch))
+    }
+
     /// The next action to execute, if any.
     pub fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()

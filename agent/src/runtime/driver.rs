@@ -45,7 +45,28 @@ pub(crate) struct Slot {
     pub(crate) last: Arc<StdMutex<SlotReport>>,
     /// When the next monitor is due.
     pub(crate) next_monitor: Option<Instant>,
+    /// The holder and epoch the local copy last followed successfully, and when the last
+    /// attempt was (resources with a standby role only).
+    pub(crate) followed: Arc<StdMutex<FollowState>>,
 }
+
+/// Progress of a standby-role resource following the holder.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct FollowState {
+    /// (holder, epoch) last followed successfully.
+    pub(crate) done: Option<(NodeId, u64)>,
+    /// Last attempt, successful or not.
+    pub(crate) last_attempt: Option<Instant>,
+    /// An attempt is running.
+    pub(crate) running: bool,
+    /// The resource has no standby role: never ask again.
+    pub(crate) unsupported: bool,
+}
+
+/// Pause between two attempts to follow the holder after a failed one.
+const FOLLOW_RETRY: Duration = Duration::from_secs(30);
+/// Bound on one attempt (a re-clone copies the whole Catalog).
+const FOLLOW_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Deadlines of one resource's actions.
 #[derive(Debug, Clone, Copy)]
@@ -415,6 +436,55 @@ impl Driver {
                     l.state = "stopped".to_owned();
                 }
             }
+        }
+    }
+
+    /// On a node that does not hold the group: makes resources with a standby role (the
+    /// Catalog) follow `holder` at `epoch`, once per holder and epoch, retrying a failed
+    /// attempt after a pause. Never while this node holds or is acquiring the group.
+    pub(crate) fn follow(&mut self, holder: NodeId, epoch: u64, now: Instant) {
+        let holder_name = self.node_name(holder);
+        for slot in &self.slots {
+            let Some(exec) = slot.executor.clone() else {
+                continue;
+            };
+            let followed = slot.followed.clone();
+            {
+                let Ok(mut f) = followed.lock() else { continue };
+                if f.unsupported
+                    || f.running
+                    || f.done == Some((holder, epoch))
+                    || f.last_attempt
+                        .is_some_and(|t| now.saturating_duration_since(t) < FOLLOW_RETRY)
+                {
+                    continue;
+                }
+                f.running = true;
+                f.last_attempt = Some(now);
+            }
+            let name = slot.config.name.clone();
+            let holder_name = holder_name.clone();
+            self.tasks.spawn(async move {
+                let deadline = tokio::time::Instant::now() + FOLLOW_TIMEOUT;
+                let mut r = exec.lock().await;
+                let outcome = match r.follow(deadline) {
+                    None => None,
+                    Some(fut) => Some(fut.await),
+                };
+                drop(r);
+                let Ok(mut f) = followed.lock() else { return };
+                f.running = false;
+                match outcome {
+                    None => f.unsupported = true,
+                    Some(Ok(what)) => {
+                        f.done = Some((holder, epoch));
+                        tracing::info!(event = "resource_following", resource = %name, holder = %holder_name, "{name} follows {holder_name}: {what}");
+                    }
+                    Some(Err(e)) => {
+                        tracing::error!(event = "resource_follow_failed", resource = %name, holder = %holder_name, error = %e, "{name} cannot follow {holder_name}: {e}; retrying in {} s", FOLLOW_RETRY.as_secs());
+                    }
+                }
+            });
         }
     }
 

@@ -109,4 +109,12 @@ pub trait Resource: Send {
 
     /// Checks it.
     fn monitor(&mut self, deadline: Instant) -> ResourceFuture<'_, ResourceState>;
+
+    /// For a resource with a standby role (the Catalog's streaming replica): on a node that
+    /// does not hold the group, make the local copy follow the holder's, and say what was done.
+    /// `None` for resources that have no such role (the default).
+    fn follow(&mut self, deadline: Instant) -> Option<ResourceFuture<'_, String>> {
+        let _ = deadline;
+        None
+    }
 }
