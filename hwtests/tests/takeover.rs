@@ -24,14 +24,15 @@ const DEADTIME: Duration = Duration::from_millis(600);
 const WAIT: Duration = Duration::from_secs(20);
 
 /// A resource the test can watch: a state file per node and resource, and one journal line
-/// per real start or stop.
+/// per real start or stop. A `NODE-NAME.fail` file makes its status fail until it is stopped.
 const RESOURCE_SCRIPT: &str = r#"#!/bin/sh
 action=$1; name=$2; node=$3; dir=$4
 state="$dir/$node-$name.state"
 case "$action" in
   start) if [ ! -e "$state" ]; then : > "$state"; echo "$node start $name" >> "$dir/journal"; fi ;;
-  stop) if [ -e "$state" ]; then rm -f "$state"; echo "$node stop $name" >> "$dir/journal"; fi ;;
-  status) [ -e "$state" ] || exit 3 ;;
+  stop) rm -f "$dir/$node-$name.fail"
+        if [ -e "$state" ]; then rm -f "$state"; echo "$node stop $name" >> "$dir/journal"; fi ;;
+  status) [ -e "$dir/$node-$name.fail" ] && exit 1; [ -e "$state" ] || exit 3 ;;
 esac
 exit 0
 "#;
@@ -42,6 +43,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    rig_with("")
+}
+
+/// The rig, with `failover` added to its `[failover]` table.
+fn rig_with(failover: &str) -> Rig {
     let bmcs = [
         IpmiSim::start(&IpmiSimConfig::default()),
         IpmiSim::start(&IpmiSimConfig::default()),
@@ -63,7 +69,9 @@ fn rig() -> Rig {
         assert_eq!(text.matches(&line).count(), 1, "{text}");
         text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
     }
-    text.push_str("\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n");
+    text.push_str(&format!(
+        "\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n{failover}\n"
+    ));
     for (i, name) in NAMES.iter().enumerate() {
         text.push_str(&format!(
             "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
@@ -117,8 +125,19 @@ fn holds_all(report: &Value) -> bool {
 }
 
 /// Waits until node `who` holds the group with every resource running, checking on every
-/// round that the two agents never both claim to hold it. Returns the time it took.
+/// round that the two agents never both hold it. A node that is self-fencing (waiting for its
+/// watchdog) or whose BMC reports it powered off does not count: on real hardware it is gone.
+/// Returns the time it took.
 fn wait_holder(config: &Path, who: usize, alive: [bool; 2]) -> Duration {
+    wait_holder_powered(config, who, alive, [true, true])
+}
+
+fn wait_holder_powered(
+    config: &Path,
+    who: usize,
+    alive: [bool; 2],
+    powered: [bool; 2],
+) -> Duration {
     let started = Instant::now();
     loop {
         let reports: Vec<Option<Value>> = (0..2)
@@ -132,9 +151,10 @@ fn wait_holder(config: &Path, who: usize, alive: [bool; 2]) -> Duration {
             .collect();
         let holders: Vec<usize> = (0..2)
             .filter(|&i| {
-                reports[i]
-                    .as_ref()
-                    .is_some_and(|r| r["holds"] == Value::Bool(true))
+                powered[i]
+                    && reports[i].as_ref().is_some_and(|r| {
+                        r["holds"] == Value::Bool(true) && r["role"] != "SelfFencing"
+                    })
             })
             .collect();
         assert!(holders.len() < 2, "two holders: {reports:#?}");
@@ -238,7 +258,7 @@ fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
         .expect("kill holder");
     let mut alive = [true, true];
     alive[other] = false;
-    wait_holder(&config, first, alive);
+    wait_holder_powered(&config, first, alive, alive);
     assert!(
         !rig.bmcs[other].power_on(),
         "{s} was powered off by its BMC"
@@ -267,5 +287,67 @@ fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
     eprintln!(
         "failover after SIGKILL of {s}: group running on {h} {} ms after the kill",
         killed.elapsed().as_millis()
+    );
+}
+
+#[test]
+fn a_resource_that_keeps_failing_its_monitor_is_restarted_then_the_group_moves() {
+    let mut rig = rig_with("restart_limit = 1");
+    let config = rig.pair.config.clone();
+    let dir = rig.pair.dir().to_path_buf();
+    rig.pair.start(0).expect("start alpha");
+    rig.pair.start(1).expect("start beta");
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (h, s) = (NAMES[first], NAMES[1 - first]);
+
+    // One monitor failure of the first resource: restarted here with what depends on it.
+    fs::write(dir.join(format!("{h}-storage.fail")), "").expect("inject");
+    let deadline = Instant::now() + WAIT;
+    while !journal(&dir).contains(&format!("{h} stop storage")) {
+        assert!(Instant::now() < deadline, "no restart: {:?}", journal(&dir));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The stop cleared the failure (the resource's own rule), so the restart succeeds.
+    assert!(!dir.join(format!("{h}-storage.fail")).exists());
+    wait_holder(&config, first, [true, true]);
+    assert_eq!(
+        journal(&dir)[2..],
+        [
+            format!("{h} stop catalog"),
+            format!("{h} stop storage"),
+            format!("{h} start storage"),
+            format!("{h} start catalog"),
+        ],
+        "the failed resource and everything after it restart, in order"
+    );
+
+    // It fails again: past restart_limit the group moves to the peer.
+    fs::write(dir.join(format!("{h}-storage.fail")), "").expect("inject again");
+    let took = wait_holder(&config, 1 - first, [true, true]);
+    eprintln!(
+        "second monitor failure on {h}: group running on {s} after {} ms",
+        took.as_millis()
+    );
+    let report = resources(&config, h).expect("old holder answers");
+    assert_eq!(report["holds"], Value::Bool(false), "{report}");
+    let out = watchkeeper(&config, h, &["cleanup", "storage"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        rig.bmcs[0].power_on() && rig.bmcs[1].power_on(),
+        "a handover fences nobody"
     );
 }
