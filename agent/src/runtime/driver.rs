@@ -518,3 +518,156 @@ impl Driver {
 fn entry_ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ResourceKind, DEFAULT_MONITOR_INTERVAL};
+    use drivers::resource::{ResourceErrorKind, ResourceFuture};
+    use std::sync::atomic::AtomicU32;
+
+    /// A resource with a standby role whose `follow` fails as long as `fail` is set.
+    struct Follower {
+        calls: Arc<AtomicU32>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl Resource for Follower {
+        fn name(&self) -> &str {
+            "catalog"
+        }
+        fn start(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn stop(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ()> {
+            Box::pin(async { Ok(()) })
+        }
+        fn monitor(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ResourceState> {
+            Box::pin(async { Ok(ResourceState::Stopped) })
+        }
+        fn follow(&mut self, _: tokio::time::Instant) -> Option<ResourceFuture<'_, String>> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let fail = self.fail.load(Ordering::SeqCst);
+            Some(Box::pin(async move {
+                if fail {
+                    Err(ResourceError::new(
+                        ResourceErrorKind::Failed,
+                        "catalog",
+                        "follow",
+                        "primary unreachable",
+                    ))
+                } else {
+                    Ok("rewound".to_owned())
+                }
+            }))
+        }
+    }
+
+    fn driver(resource: Box<dyn Resource>) -> Driver {
+        let text =
+            "[cluster]\nname = \"t\"\nkey_file = \"k\"\n[[link]]\nname = \"l\"\nkind = \"udp\"\n\
+                    [[node]]\nid = 1\nname = \"a\"\nlinks.l = { address = \"127.0.0.1:1\" }\n\
+                    [[node]]\nid = 2\nname = \"b\"\nlinks.l = { address = \"127.0.0.1:2\" }\n";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wk.toml");
+        std::fs::write(&path, text).expect("config");
+        let config = crate::config::load_for_simulation(&path).expect("config");
+        let (results, _rx) = mpsc::channel(8);
+        Driver {
+            config: Arc::new(config),
+            local: NodeId::new(1).expect("id"),
+            state_dir: std::env::temp_dir(),
+            results,
+            devices: BTreeMap::new(),
+            slots: vec![Slot {
+                config: ResourceConfig {
+                    name: "catalog".to_owned(),
+                    kind: ResourceKind::Systemd {
+                        unit: "x".to_owned(),
+                    },
+                    start_timeout: None,
+                    stop_timeout: None,
+                    monitor_timeout: None,
+                    monitor_interval: DEFAULT_MONITOR_INTERVAL,
+                },
+                executor: Some(Arc::new(Mutex::new(resource))),
+                build_error: None,
+                timeouts: Timeouts {
+                    start: Duration::from_secs(1),
+                    stop: Duration::from_secs(1),
+                    monitor: Duration::from_secs(1),
+                },
+                running: Arc::new(AtomicBool::new(false)),
+                last: Arc::default(),
+                next_monitor: None,
+                followed: Arc::default(),
+            }],
+            tasks: JoinSet::new(),
+            resource_actions: Arc::default(),
+        }
+    }
+
+    async fn settle(d: &mut Driver) {
+        while d.tasks.join_next().await.is_some() {}
+    }
+
+    #[tokio::test]
+    async fn a_standby_follows_each_holder_and_epoch_once_and_retries_failures_after_a_pause() {
+        let calls = Arc::new(AtomicU32::new(0));
+        let fail = Arc::new(AtomicBool::new(true));
+        let mut d = driver(Box::new(Follower {
+            calls: calls.clone(),
+            fail: fail.clone(),
+        }));
+        let b = NodeId::new(2).expect("id");
+        let t0 = Instant::now();
+        d.follow(b, 3, t0);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A failed attempt is not repeated before the pause.
+        d.follow(b, 3, t0 + Duration::from_secs(1));
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        fail.store(false, Ordering::SeqCst);
+        d.follow(b, 3, t0 + FOLLOW_RETRY);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Done for this holder and epoch: not asked again, even after the pause.
+        d.follow(b, 3, t0 + FOLLOW_RETRY * 3);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A new epoch (the holder changed hands and came back) asks again.
+        d.follow(b, 4, t0 + FOLLOW_RETRY * 5);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn resources_without_a_standby_role_are_asked_once() {
+        struct Plain;
+        impl Resource for Plain {
+            fn name(&self) -> &str {
+                "plain"
+            }
+            fn start(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ()> {
+                Box::pin(async { Ok(()) })
+            }
+            fn stop(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ()> {
+                Box::pin(async { Ok(()) })
+            }
+            fn monitor(&mut self, _: tokio::time::Instant) -> ResourceFuture<'_, ResourceState> {
+                Box::pin(async { Ok(ResourceState::Stopped) })
+            }
+        }
+        let mut d = driver(Box::new(Plain));
+        let b = NodeId::new(2).expect("id");
+        d.follow(b, 1, Instant::now());
+        settle(&mut d).await;
+        let unsupported = d.slots[0]
+            .followed
+            .lock()
+            .map(|f| f.unsupported)
+            .unwrap_or(false);
+        assert!(unsupported);
+    }
+}

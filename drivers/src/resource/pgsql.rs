@@ -1232,6 +1232,35 @@ impl Resource for PgsqlResource {
             self.logged("monitor", result)
         })
     }
+
+    /// On a node that does not hold the group, the Catalog is a streaming standby of the
+    /// holder's: a former primary is rewound or re-cloned as configured (never started as a
+    /// primary), a standby that already streams is left alone, and with `rejoin = "manual"` the
+    /// server stays down and the commands to run are returned.
+    fn follow(&mut self, deadline: Instant) -> Option<ResourceFuture<'_, String>> {
+        Some(Box::pin(async move {
+            let report = self.rejoin_as_standby(deadline).await?;
+            let ms = |d: Option<Duration>| {
+                d.map_or_else(String::new, |d| format!(" in {} ms", d.as_millis()))
+            };
+            Ok(match report.outcome {
+                RejoinOutcome::AlreadyStandby => "already a streaming standby".to_owned(),
+                RejoinOutcome::Rewound => format!(
+                    "rewound{} and streaming (rejoin {} ms)",
+                    ms(report.rewind),
+                    report.total.as_millis()
+                ),
+                RejoinOutcome::Recloned { old_datadir } => format!(
+                    "re-cloned{} and streaming; the previous data directory is kept at {}",
+                    ms(report.clone),
+                    old_datadir.display()
+                ),
+                RejoinOutcome::ManualRequired { command } => {
+                    format!("stopped; rejoin = \"manual\": run {command}")
+                }
+            })
+        }))
+    }
 }
 
 /// The usual superuser role; Debian's clusters have it.
