@@ -51,6 +51,7 @@ pub(super) fn convert_with(
     let fencing = cx.fencing(&raw.fence_device, &raw.node, &fencing_raw);
     let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());
     let resources = cx.resources(&raw.resource, &raw.node);
+    let replicate = cx.replicate(raw.replicate.as_ref(), &raw.node);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -63,6 +64,7 @@ pub(super) fn convert_with(
         fencing,
         failover,
         resources,
+        replicate,
     ) {
         (
             Some(cluster),
@@ -72,6 +74,7 @@ pub(super) fn convert_with(
             Some(fencing),
             Some(failover),
             Some(resources),
+            Some(replicate),
         ) => Ok(Config {
             path: file.to_path_buf(),
             cluster,
@@ -81,6 +84,7 @@ pub(super) fn convert_with(
             fencing,
             failover,
             resources,
+            replicate,
         }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,
@@ -210,6 +214,11 @@ impl<'a> Converter<'a> {
     pub(super) fn error(&mut self, span: Range<usize>, key: impl Into<String>, message: String) {
         let error = error::at(self.file, self.text, span, key.into(), message);
         self.errors.push(error);
+    }
+
+    /// The text being converted.
+    pub(super) fn source_text(&self) -> &str {
+        self.text
     }
 
     pub(super) fn line_of(&self, span: &Range<usize>) -> usize {

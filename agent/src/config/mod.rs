@@ -43,6 +43,10 @@ pub use fence_pdu::{
     DEFAULT_OFF_TIME, DEFAULT_PDU_REQUEST_TIMEOUT, DEFAULT_SNMP_PORT, DEFAULT_SNMP_RETRIES,
     MAX_OUTLETS_PER_NODE,
 };
+pub use replicate::{
+    ReplicateConfig, DEFAULT_REPLICATE_INTERVAL, DEFAULT_REPLICATE_PORT, MAX_REPLICATE_INTERVAL,
+    MIN_REPLICATE_INTERVAL,
+};
 pub use resource::{
     FsckWord, PerNode, RejoinWord, ResourceConfig, ResourceKind, DEFAULT_ACTION_TIMEOUT,
     DEFAULT_MONITOR_INTERVAL, DEFAULT_MONITOR_TIMEOUT, DEFAULT_OCF_ROOT, DEFAULT_PG_PORT,
@@ -56,6 +60,7 @@ mod fence;
 mod fence_pdu;
 mod locate;
 mod raw;
+mod replicate;
 mod resource;
 mod watchdog;
 
@@ -112,6 +117,8 @@ pub struct Config {
     pub failover: FailoverConfig,
     /// The resource group, in start order.
     pub resources: Vec<ResourceConfig>,
+    /// Director configuration replication, if `[replicate]` is present.
+    pub replicate: Option<ReplicateConfig>,
 }
 
 /// Cluster identity.

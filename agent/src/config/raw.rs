@@ -36,6 +36,8 @@ pub(super) struct RawConfig {
     /// The resource group, in start order; see `resource`.
     #[serde(default)]
     pub(super) resource: Vec<super::resource::RawResource>,
+    /// Director configuration replication; see `replicate`.
+    pub(super) replicate: Option<super::replicate::RawReplicate>,
 }
 
 /// `[cluster]`.
@@ -96,6 +98,8 @@ pub(super) struct RawNode {
     pub(super) fencing: Option<super::fence::RawFencing>,
     /// The node only votes (a quorum witness); see `failover`.
     pub(super) witness: Option<Spanned<bool>>,
+    /// Where this node serves the Director's configuration when it holds; see `replicate`.
+    pub(super) replicate: Option<Spanned<String>>,
 }
 
 /// A node's `links.<name> = { ... }`. All keys are optional here because which ones are

@@ -633,7 +633,7 @@ impl Converter<'_> {
     }
 
     /// A string, or a table of strings by node name naming every node.
-    fn per_node(
+    pub(super) fn per_node(
         &mut self,
         v: &Spanned<toml::Value>,
         key: &str,

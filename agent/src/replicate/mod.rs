@@ -14,8 +14,36 @@
 //!   switches `current` by one `rename(2)` ([`tree`]). A sync interrupted at any point leaves
 //!   the previous generation in use; a half-copied tree is never used.
 //! - The configured target (e.g. `/opt/bacula/etc`) becomes a symlink to
-//!   `<state_dir>/replica/current` on the first successful sync. An existing real directory
-//!   there is refused with an error telling the administrator to move it; it is never deleted.
+//!   `<state_dir>/replica/current` on the first successful sync. [`sync_once`] refuses an
+//!   existing real directory there with an error telling the administrator to move it.
+//! - The running agent instead calls [`sync_once`] without a target and then [`adopt_target`],
+//!   which applies the role-reversal rule below. Nothing is ever deleted.
+//!
+//! # Role reversal
+//!
+//! After a failover the old holder becomes a standby, and its target is a real directory: its
+//! own live configuration from when it held the group. The rule: **a node that does not hold
+//! the group, and has just installed a complete, verified copy from a peer that announces
+//! itself holder, renames a real directory at its target to
+//! `<target>.before-watchkeeper-<unix seconds>` and puts the symlink in its place**, logging
+//! both paths at error level so the administrator sees it. Why this is safe:
+//!
+//! - the move happens only after a generation is complete, so the symlink never points at
+//!   nothing, and a holder that cannot be reached leaves the directory where it is;
+//! - on a standby the Director is stopped, so nothing reads or writes the directory meanwhile;
+//! - the directory is renamed within its parent (same filesystem, one `rename(2)`), never
+//!   copied or deleted, and the name never replaces an existing entry; an edit made there
+//!   while the peer held is still in it for the administrator to compare and carry over;
+//! - a symlink pointing anywhere else, or a file, is still refused: only a plain directory is
+//!   the known case of a former holder.
+//!
+//! Should the node take the group over again at the same moment, the symlink points at the
+//! last holder's configuration, which is exactly what a takeover wants to start with.
+//!
+//! On the holder, `source` may itself be that symlink (the node took over after being a
+//! standby): [`serve_sender`] follows the root symlink and walks the generation it points at;
+//! only links inside the tree are refused. Edits on the new holder change that generation in
+//! place, and the next sync of its standby carries them over.
 //! - A forged, replayed, truncated or oversized message closes the connection, is counted in
 //!   [`ReplicateCounters`] by reason, and never touches the tree.
 //! - Every size is bounded ([`Limits`]); every read and write has a timeout.
@@ -41,7 +69,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::ClusterKey;
-pub use tree::{last_sync, replica_age, replica_dir, LastSync, TreeError};
+pub use tree::{
+    adopt_target, last_sync, replica_age, replica_dir, LastSync, TargetAdoption, TreeError,
+};
 use wire::{Channel, EntryKind, Message, Role};
 pub use wire::{Identity, WireError};
 
@@ -98,6 +128,10 @@ pub struct Endpoint {
     pub limits: Limits,
     /// Bound on every single read or write on the connection.
     pub io_timeout: Duration,
+    /// Node ids this endpoint replicates with: a peer that proves the cluster key but claims
+    /// another id is refused after the handshake. `None` accepts any id but this node's own
+    /// (for tests); the agent always sets the configured nodes that can hold the group.
+    pub peers: Option<Vec<u8>>,
 }
 
 impl Endpoint {
@@ -109,6 +143,17 @@ impl Endpoint {
             key,
             limits: Limits::default(),
             io_timeout: DEFAULT_IO_TIMEOUT,
+            peers: None,
+        }
+    }
+
+    /// Checks the authenticated peer's node id against [`Endpoint::peers`].
+    fn admit(&self, peer: SocketAddr, node_id: u8) -> Result<(), ReplicateError> {
+        match &self.peers {
+            Some(ids) if !ids.contains(&node_id) => {
+                Err(ReplicateError::UnknownNode { peer, node_id })
+            }
+            _ => Ok(()),
         }
     }
 
@@ -189,6 +234,15 @@ pub enum ReplicateError {
         peer: SocketAddr,
         /// What was wrong.
         reason: &'static str,
+    },
+    /// The peer holds the cluster key but its node id is not a configured node that can hold
+    /// the group.
+    #[error("peer {peer}: node id {node_id} is not a configured node that can hold the group")]
+    UnknownNode {
+        /// Peer address.
+        peer: SocketAddr,
+        /// The id it claimed.
+        node_id: u8,
     },
     /// The peer gave up and said why.
     #[error("peer {peer} aborted: {reason}")]
@@ -303,6 +357,7 @@ impl ReplicateCounters {
                 WireError::Io(_) | WireError::Timeout(_) | WireError::Closed => &self.interrupted,
             },
             ReplicateError::Connect { .. } => &self.interrupted,
+            ReplicateError::UnknownNode { .. } => &self.handshake_refused,
             ReplicateError::Protocol { .. } => &self.malformed,
             ReplicateError::PeerAborted { .. } => &self.peer_aborted,
             ReplicateError::Tree { source, .. } | ReplicateError::Local(source) => match source {
@@ -410,14 +465,14 @@ pub async fn sync_once(
         Ok(rep) => {
             counters.completed.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
-                event = "replicate_synced", %holder, generation = rep.generation,
+                event = "replica_synced", %holder, generation = rep.generation,
                 changed = rep.changed, files = rep.files_sent, bytes = rep.bytes_sent,
                 elapsed_ms = crate::runtime::ms(rep.elapsed), "Director configuration copy up to date"
             );
         }
         Err(e) => {
             counters.count(e);
-            tracing::warn!(event = "replicate_sync_failed", %holder, error = %e, "Director configuration sync failed; previous copy kept");
+            tracing::warn!(event = "replica_sync_failed", %holder, error = %e, "Director configuration sync failed; previous copy kept");
         }
     }
     r
@@ -441,6 +496,7 @@ async fn serve_inner(
     )
     .await
     .map_err(wire_err)?;
+    me.admit(peer, ch.peer().node_id)?;
     match recv(&mut ch, peer).await? {
         Message::Request => {}
         _ => return Err(proto("expected a request")),
@@ -566,6 +622,7 @@ async fn sync_inner(
     )
     .await
     .map_err(wire_err)?;
+    me.admit(peer, ch.peer().node_id)?;
     ch.send(&Message::Request.encode())
         .await
         .map_err(wire_err)?;

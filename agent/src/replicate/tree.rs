@@ -709,6 +709,80 @@ pub(crate) fn check_target(target: &Path, current: &Path) -> Result<bool, TreeEr
     }
 }
 
+/// What [`adopt_target`] found at the target and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetAdoption {
+    /// The target already was the symlink to the copy.
+    AlreadyLinked,
+    /// Nothing was there; the symlink was created.
+    Linked,
+    /// A real directory was there: it was renamed to `aside` and the symlink put in its place.
+    MovedAside {
+        /// Where the directory is now.
+        aside: PathBuf,
+    },
+}
+
+/// Makes `target` the symlink to the replica's `current` generation under `state_dir`, moving
+/// a real directory there aside first (the role-reversal rule in the module docs). Refuses when
+/// there is no complete generation yet, and leaves a file or a foreign symlink alone.
+pub fn adopt_target(state_dir: &Path, target: &Path) -> Result<TargetAdoption, TreeError> {
+    let dir = replica_dir(state_dir);
+    let dir = fs::canonicalize(&dir).map_err(io("resolve", &dir))?;
+    let current = dir.join(CURRENT);
+    // Only a complete generation may take the directory's place.
+    fs::read_link(&current).map_err(io("read link", &current))?;
+    let md = match fs::symlink_metadata(target) {
+        Ok(md) => md,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            link_target(target, &current)?;
+            return Ok(TargetAdoption::Linked);
+        }
+        Err(e) => return Err(io("stat", target)(e)),
+    };
+    if !md.file_type().is_dir() {
+        check_target(target, &current)?;
+        return Ok(TargetAdoption::AlreadyLinked);
+    }
+    let aside = aside_name(target)?;
+    fs::rename(target, &aside).map_err(io("move aside", target))?;
+    if let Err(e) = std::os::unix::fs::symlink(&current, target) {
+        // Put the directory back rather than leave the path empty.
+        let _ = fs::rename(&aside, target);
+        return Err(io("symlink", target)(e));
+    }
+    if let Some(p) = target.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fsync_dir(p)?;
+    }
+    Ok(TargetAdoption::MovedAside { aside })
+}
+
+/// A free name `<target>.before-watchkeeper-<unix seconds>[-n]` beside `target`. rename(2)
+/// would replace an empty directory of that name, so the name must not exist at all.
+fn aside_name(target: &Path) -> Result<PathBuf, TreeError> {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut base = target.as_os_str().to_owned();
+    base.push(format!("{ASIDE_INFIX}{secs}"));
+    for n in 0..MAX_ASIDE_TRIES {
+        let mut name = base.clone();
+        if n > 0 {
+            name.push(format!("-{n}"));
+        }
+        let p = PathBuf::from(name);
+        match fs::symlink_metadata(&p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(p),
+            Err(e) => return Err(io("stat", &p)(e)),
+            Ok(_) => {}
+        }
+    }
+    Err(TreeError::Limit {
+        what: format!("directories moved aside beside {}", target.display()),
+        limit: MAX_ASIDE_TRIES,
+    })
+}
+
 /// Creates the symlink `target -> current` if it is absent. symlink(2) fails rather than
 /// replace anything that appeared meanwhile, which is then checked (and refused) again.
 pub(crate) fn link_target(target: &Path, current: &Path) -> Result<(), TreeError> {
@@ -839,6 +913,10 @@ const MODE_MASK: u32 = 0o777;
 const NAME_MAX: usize = 255;
 /// Bound on directories visited when clearing a tree for removal.
 const MAX_CLEANUP_DIRS: usize = 100_000;
+/// Names tried for one directory moved aside within the same second.
+const MAX_ASIDE_TRIES: u64 = 100;
+/// Between the target and the time in the name of a directory moved aside.
+const ASIDE_INFIX: &str = ".before-watchkeeper-";
 const REPLICA_DIR: &str = "replica";
 const CURRENT: &str = "current";
 const LOCK: &str = "lock";
@@ -902,6 +980,43 @@ mod tests {
         );
         assert!(check(vec![entry("a", false), entry("a", false)]).is_err());
         assert!(check(vec![entry("a", false), entry("a/b", false)]).is_err());
+    }
+
+    #[test]
+    fn adopt_moves_a_real_directory_aside_and_refuses_the_rest() -> Result<(), TreeError> {
+        let tmp = tempfile::tempdir().map_err(io("tempdir", Path::new("/tmp")))?;
+        let state = tmp.path().join("state");
+        let target = tmp.path().join("etc");
+        fs::create_dir(&target).map_err(io("mkdir", &target))?;
+        fs::write(target.join("own.conf"), b"mine").map_err(io("write", &target))?;
+        // No complete generation yet: the directory stays.
+        Replica::open(&state)?;
+        assert!(adopt_target(&state, &target).is_err());
+        assert!(target.join("own.conf").is_file());
+        let r = Replica::open(&state)?;
+        let staging = r.stage(Manifest::default())?;
+        r.commit(staging, &[])?;
+        drop(r);
+        let TargetAdoption::MovedAside { aside } = adopt_target(&state, &target)? else {
+            panic!("a real directory is moved aside");
+        };
+        assert_eq!(
+            fs::read(aside.join("own.conf")).ok().as_deref(),
+            Some(&b"mine"[..])
+        );
+        assert!(aside.to_string_lossy().contains(".before-watchkeeper-"));
+        assert_eq!(
+            adopt_target(&state, &target)?,
+            TargetAdoption::AlreadyLinked
+        );
+        // A foreign symlink is left alone.
+        let other = tmp.path().join("other");
+        std::os::unix::fs::symlink(&aside, &other).map_err(io("symlink", &other))?;
+        assert!(matches!(
+            adopt_target(&state, &other),
+            Err(TreeError::TargetForeign { .. })
+        ));
+        Ok(())
     }
 
     #[test]

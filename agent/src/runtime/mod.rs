@@ -11,6 +11,7 @@
 pub(crate) mod driver;
 pub mod durable;
 mod incarnation;
+mod replica;
 mod status;
 
 use std::sync::Arc;
@@ -304,6 +305,8 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         fence_devices = driver.devices.len(),
         "watchkeeper running"
     );
+    // Director configuration replication (`[replicate]`): serve while holding, pull otherwise.
+    let mut replication = replica::Replication::new(&config, local);
     watchdog.ready(&format!("node {me} running, incarnation {incarnation}"));
     // Only a shutdown request is a planned stop; the loop ending for any other reason is not.
     let mut planned_stop = false;
@@ -339,6 +342,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             }
         }
         driver.reap();
+        if let Some(r) = &mut replication {
+            r.update(engine.holds_resources(), &liveness);
+        }
         if let Some(since) = leaving {
             let idle = driver
                 .resource_actions
@@ -388,6 +394,13 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                 liveness.tick(now);
                 driver.monitors(now);
                 engine.handle(now, Input::Tick);
+                // A standby keeps its copies (the Catalog) following the live holder.
+                if let (Some((holder, epoch)), false) = (engine.known_holder(), engine.holds_resources()) {
+                    let holder_alive = liveness.peers().iter().any(|p| p.id == holder && p.alive);
+                    if holder != local && holder_alive && leaving.is_none() {
+                        driver.follow(holder, epoch, now);
+                    }
+                }
             }
             Some(req) = control_rx.recv() => match req.request.clone() {
                 Request::Status => {
@@ -462,6 +475,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
     );
     let _ = links_stop.send(true);
     drop(senders);
+    if let Some(r) = replication {
+        r.shutdown().await;
+    }
     // Unfences and resource actions under way are finished (each is bounded by its timeout)
     // so that their outcome reaches the ledger and the log.
     let finish = async {
