@@ -3,6 +3,8 @@
 //!
 //! As in `config_errors.rs`, each case edits one good file, so it shows only what is broken.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -69,98 +71,91 @@ plugs = { beta = "2" }
 options = { ip = "10.0.0.51" }
 "#;
 
-struct Case {
-    name: &'static str,
-    edits: &'static [(&'static str, &'static str)],
-    /// The whole report; `{file}` is the config file, `{dir}` its directory.
-    expected: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[common::Case] = &[
+    common::Case {
         name: "unknown_device_in_level",
         edits: &[("[\"pdu-1\", \"pdu-2\"]", "[\"pdu-1\", \"pdu-3\"]")],
         expected: "{file}:19:37: node[1].fencing[1][1]: fence device pdu-3 is not defined; defined fence devices: ipmi-beta, rf-alpha, pdu-1, pdu-2",
     },
-    Case {
+    common::Case {
         name: "device_does_not_fence_node",
         edits: &[("fencing = [[\"rf-alpha\"]]", "fencing = [[\"pdu-2\"]]")],
         expected: "{file}:13:13: node[0].fencing[0][0]: fence device pdu-2 does not fence node alpha: it fences beta; add alpha to its target or plugs",
     },
-    Case {
+    common::Case {
         name: "empty_level",
         edits: &[("fencing = [[\"rf-alpha\"]]", "fencing = [[]]")],
         expected: "{file}:13:12: node[0].fencing[0]: fencing level is empty: expected the names of the devices that must all succeed",
     },
-    Case {
+    common::Case {
         name: "unknown_type",
         edits: &[("type = \"ipmi\"", "type = \"ilo\"")],
         expected: "{file}:23:8: fence_device[0].type: unknown variant `ilo`, expected one of `ipmi`, `redfish`, `exec`, `modbus`, `snmp-pdu`, `ifmib`",
     },
-    Case {
+    common::Case {
         name: "unknown_target_node",
         edits: &[("target = \"beta\"", "target = \"gamma\"")],
         expected: "{file}:19:13: node[1].fencing[0][0]: fence device ipmi-beta does not fence node beta: it fences gamma; add beta to its target or plugs\n\
                    {file}:24:10: fence_device[0].target: node gamma is not defined; defined nodes: alpha, beta",
     },
-    Case {
+    common::Case {
         name: "password_file_world_readable",
         edits: &[],
         expected: "{file}:27:17: fence_device[0].password_file: secret file {dir}/ipmi.pass has mode 0644: it must not be accessible by group or others (chmod 600 {dir}/ipmi.pass)",
     },
-    Case {
+    common::Case {
         name: "password_and_password_file",
         edits: &[("password_file = \"ipmi.pass\"", "password_file = \"ipmi.pass\"\npassword = \"x\"")],
         expected: "{file}:27:17: fence_device[0].password_file: password and password_file are both set: keep one",
     },
-    Case {
+    common::Case {
         name: "weak_cipher_suite",
         edits: &[("cipher_suite = 17", "cipher_suite = 1")],
         expected: "{file}:28:16: fence_device[0].cipher_suite: cipher_suite 1 has no integrity protection: use 3 or 17, or set danger_allow_no_integrity = true for a lab BMC",
     },
-    Case {
+    common::Case {
         name: "bad_address",
         edits: &[("address = \"10.0.0.12\"", "address = \"bmc-beta\"")],
         expected: "{file}:25:11: fence_device[0].address: address \"bmc-beta\" is not an IP address with an optional port: expected e.g. \"10.0.0.12:623\"",
     },
-    Case {
+    common::Case {
         name: "foreign_key",
         edits: &[("privilege = \"operator\"", "privilege = \"operator\"\nurl = \"https://x\"")],
         expected: "{file}:30:7: fence_device[0].url: url does not apply to ipmi fence devices: remove it",
     },
-    Case {
+    common::Case {
         name: "insecure_and_fingerprint",
         edits: &[("auth = \"session\"", "auth = \"session\"\ninsecure = true")],
         expected: "{file}:41:12: fence_device[1].insecure: ca_file, fingerprint and insecure = true are alternatives: keep one",
     },
-    Case {
+    common::Case {
         name: "bad_fingerprint",
         edits: &[("sha256:ABAB", "sha256:XXAB")],
         expected: "{file}:41:15: fence_device[1].fingerprint: fingerprint is not a SHA-256 fingerprint: expected 64 hex digits, optionally colon-separated as `openssl x509 -noout -fingerprint -sha256` prints them",
     },
-    Case {
+    common::Case {
         name: "bad_url",
         edits: &[("url = \"https://10.0.0.11\"", "url = \"10.0.0.11\"")],
         expected: "{file}:36:7: fence_device[1].url: url \"10.0.0.11\" is not an http(s) URL: expected e.g. \"https://10.0.0.12\"",
     },
-    Case {
+    common::Case {
         name: "duplicate_device_name",
         edits: &[("name = \"pdu-2\"", "name = \"pdu-1\"")],
         expected: "{file}:19:37: node[1].fencing[1][1]: fence device pdu-2 is not defined; defined fence devices: ipmi-beta, rf-alpha, pdu-1, pdu-1\n\
                    {file}:51:8: fence_device[3].name: fence device name pdu-1 is already used on line 44: device names must be unique",
     },
-    Case {
+    common::Case {
         name: "exec_password_in_options",
         edits: &[("community = \"private\"", "password = \"private\"")],
         expected: "{file}:48:42: fence_device[2].options.password: options.password is set by watchkeeper itself (use password_file for passwords, plugs for plugs): remove it",
     },
-    Case {
+    common::Case {
         name: "missing_target",
         edits: &[("target = \"alpha\"\n", "")],
         expected: "{file}:13:13: node[0].fencing[0][0]: fence device rf-alpha does not fence node alpha: it fences no node; add alpha to its target or plugs\n\
                    {file}:33:8: fence_device[1].target: fence device needs `target`, the node it fences, e.g. target = \"beta\"",
     },
-    Case {
+    common::Case {
         name: "zero_timeout",
         edits: &[("timeout = \"20s\"", "timeout = \"0s\"")],
         expected: "{file}:30:11: fence_device[0].timeout: timeout is 0ms: expected more than zero",
@@ -181,41 +176,14 @@ fn write_case(dir: &Path, text: &str, pass_mode: u32) -> std::path::PathBuf {
 
 #[test]
 fn broken_fencing_is_reported_exactly() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = BASE.to_owned();
-        for (from, to) in case.edits {
-            assert_eq!(
-                text.matches(from).count(),
-                1,
-                "{}: edit {from:?} must match once",
-                case.name
-            );
-            text = text.replacen(from, to, 1);
-        }
+    common::check(BASE, CASES, |dir, text, case| {
         let mode = if case.name == "password_file_world_readable" {
             0o644
         } else {
             0o600
         };
-        let file = write_case(dir.path(), &text, mode);
-        let expected = case
-            .expected
-            .replace("{file}", &file.display().to_string())
-            .replace("{dir}", &dir.path().display().to_string());
-        let got = match config::load(&file) {
-            Ok(_) => "loaded without error".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if got != expected {
-            failures.push(format!(
-                "{}:\n  expected: {expected}\n  got:      {got}",
-                case.name
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+        write_case(dir, text, mode)
+    });
 }
 
 #[test]

@@ -4,6 +4,8 @@
 //!
 //! As in `config_fence.rs`, each case edits one good file, so it shows only what is broken.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
@@ -72,126 +74,119 @@ unfence = "manual"
 retries = 4
 "#;
 
-struct Case {
-    name: &'static str,
-    edits: &'static [(&'static str, &'static str)],
-    /// The whole report; `{file}` is the config file.
-    expected: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[common::Case] = &[
+    common::Case {
         name: "modbus_tcp_and_rtu",
         edits: &[("address = \"10.0.0.40\"", "address = \"10.0.0.40\"\nserial = \"/dev/ttyS1\"")],
         expected: "{file}:25:10: fence_device[0].serial: address (Modbus TCP) and serial (Modbus RTU) are both set: keep one",
     },
-    Case {
+    common::Case {
         name: "modbus_no_transport",
         edits: &[("serial = \"/dev/watchkeeper/rs485-0\"\nbaud = 19200\n", "")],
         expected: "{file}:30:8: fence_device[1].address: modbus fence device needs `address` for Modbus TCP (e.g. address = \"10.0.0.40:502\") or `serial` for Modbus RTU (e.g. serial = \"/dev/watchkeeper/rs485-0\")",
     },
-    Case {
+    common::Case {
         name: "modbus_bad_outlet",
         edits: &[("{ coil = 7 }", "{ coil = 7, on = 1 }")],
         expected: "{file}:34:21: fence_device[1].outlets.beta[0]: outlet { coil = 7, on = 1 } is not a Modbus outlet: expected { coil = N } or { register = N, on = V, off = V }, optionally with unit = U (addresses and values 0 to 65535)",
     },
-    Case {
+    common::Case {
         name: "modbus_same_on_off",
         edits: &[("on = 1, off = 2", "on = 1, off = 1")],
         expected: "{file}:27:36: fence_device[0].outlets.alpha[1]: on and off are the same value: the outlet's state could not be told apart",
     },
-    Case {
+    common::Case {
         name: "modbus_bad_unit",
         edits: &[("unit = 3", "unit = 300")],
         expected: "{file}:25:8: fence_device[0].unit: unit 300 is not a Modbus unit id: expected 1 to 247 (0 or 255 for some TCP gateways)",
     },
-    Case {
+    common::Case {
         name: "modbus_baud_without_serial",
         edits: &[("unit = 3", "unit = 3\nbaud = 9600")],
         expected: "{file}:26:8: fence_device[0].baud: baud applies to Modbus RTU only: set serial, or remove baud",
     },
-    Case {
+    common::Case {
         name: "modbus_target_key",
         edits: &[("unit = 3", "unit = 3\ntarget = \"alpha\"")],
         expected: "{file}:26:10: fence_device[0].target: target does not apply to modbus fence devices: the nodes it fences are the keys of `outlets`",
     },
-    Case {
+    common::Case {
         name: "modbus_no_outlets",
         edits: &[("outlets = { beta = [{ coil = 7 }] }\n", "")],
         expected: "{file}:19:22: node[1].fencing[1][0]: fence device pdu-rtu does not fence node beta: it fences no node; add beta to its target or plugs\n\
                    {file}:30:8: fence_device[1].outlets: modbus fence device needs `outlets`, the nodes it fences and theirs, e.g. outlets = { beta = [{ coil = 2 }] }",
     },
-    Case {
+    common::Case {
         name: "outlet_for_unknown_node",
         edits: &[("outlets = { beta = [{ coil = 7 }] }", "outlets = { beta = [{ coil = 7 }], gamma = [{ coil = 8 }] }")],
         expected: "{file}:34:36: fence_device[1].outlets.gamma: node gamma is not defined; defined nodes: alpha, beta",
     },
-    Case {
+    common::Case {
         name: "snmp_v2c_and_v3",
         edits: &[("profile = \"apc-rpdu\"", "profile = \"apc-rpdu\"\ncommunity = \"private\"")],
         expected: "{file}:42:12: fence_device[2].username: community (SNMP v2c) and username (SNMP v3) are both set: keep one",
     },
-    Case {
+    common::Case {
         name: "snmp_md5",
         edits: &[("auth_protocol = \"sha256\"", "auth_protocol = \"md5\"")],
         expected: "{file}:43:17: fence_device[2].auth_protocol: auth_protocol \"md5\" is not supported: expected \"sha\" or \"sha256\" (MD5 is not offered)",
     },
-    Case {
+    common::Case {
         name: "snmp_no_privacy_password",
         edits: &[("privacy_password = \"privpass123\"\n", "")],
         expected: "{file}:41:12: fence_device[2].privacy_password: SNMP v3 with privacy needs `privacy_password` or `privacy_password_file`; set privacy = \"none\" for authNoPriv",
     },
-    Case {
+    common::Case {
         name: "snmp_v3_key_with_community",
         edits: &[("community_file = \"community\"", "community_file = \"community\"\nauth_protocol = \"sha\"")],
         expected: "{file}:52:17: fence_device[3].auth_protocol: auth_protocol applies to SNMP v3 only (with username): remove it",
     },
-    Case {
+    common::Case {
         name: "snmp_no_credentials",
         edits: &[("community_file = \"community\"\n", "")],
         expected: "{file}:48:8: fence_device[3].community: ifmib fence device needs `community` or `community_file` (SNMP v2c), or `username` with `password` and `privacy_password` (SNMP v3)",
     },
-    Case {
+    common::Case {
         name: "snmp_unknown_profile",
         edits: &[("profile = \"apc-rpdu\"", "profile = \"servertech\"")],
         expected: "{file}:40:11: fence_device[2].profile: profile \"servertech\" is not known: expected \"auto\" (by sysObjectID), \"apc\", \"apc-rpdu\", \"raritan\", \"eaton\" or \"custom\"",
     },
-    Case {
+    common::Case {
         name: "custom_profile_needs_oid",
         edits: &[("profile = \"apc-rpdu\"", "profile = \"custom\"\non_value = 1\noff_value = 2")],
         expected: "{file}:37:8: fence_device[2].control_oid: snmp-pdu fence device needs `control_oid`, e.g. control_oid = \"1.3.6.1.4.1.318.1.1.4.4.2.1.3\"",
     },
-    Case {
+    common::Case {
         name: "custom_oid_without_custom_profile",
         edits: &[("profile = \"apc-rpdu\"", "profile = \"apc-rpdu\"\ncontrol_oid = \"1.3.6.1\"")],
         expected: "{file}:41:15: fence_device[2].control_oid: control_oid applies to profile = \"custom\" only: remove it",
     },
-    Case {
+    common::Case {
         name: "bad_outlet_number",
         edits: &[("outlets = { beta = [3, \"beta-psu2\"] }", "outlets = { beta = [0] }")],
         expected: "{file}:45:21: fence_device[2].outlets.beta[0]: outlet 0 is not an outlet: expected its number (1, 2, ...) or its name as the PDU reports it (\"Outlet 5\")",
     },
-    Case {
+    common::Case {
         name: "duplicate_port",
         edits: &[("[5, \"fc1/5\"]", "[5, 5]")],
         expected: "{file}:52:23: fence_device[3].ports.alpha[1]: this port is listed twice for the node",
     },
-    Case {
+    common::Case {
         name: "empty_port_list",
         edits: &[("beta = [\"fc1/6\"]", "beta = []")],
         expected: "{file}:52:40: fence_device[3].ports.beta: 0 ports listed: expected 1 to 8, every port that feeds or connects the node",
     },
-    Case {
+    common::Case {
         name: "bad_unfence",
         edits: &[("unfence = \"manual\"", "unfence = \"never\"")],
         expected: "{file}:53:11: fence_device[3].unfence: unfence \"never\" is not known: expected \"auto\" (enable the ports once the node has rejoined) or \"manual\" (by `watchkeeper unfence`)",
     },
-    Case {
+    common::Case {
         name: "ports_on_a_pdu",
         edits: &[("profile = \"apc-rpdu\"", "profile = \"apc-rpdu\"\nports = { beta = [1] }")],
         expected: "{file}:41:11: fence_device[2].ports: ports does not apply to snmp-pdu fence devices: remove it",
     },
-    Case {
+    common::Case {
         name: "bad_retries",
         edits: &[("retries = 4", "retries = 40")],
         expected: "{file}:54:11: fence_device[3].retries: retries 40 is out of range: expected 0 to 10",
@@ -214,33 +209,10 @@ fn write_case(dir: &Path, text: &str) -> std::path::PathBuf {
 
 #[test]
 fn broken_pdu_and_switch_devices_are_reported_exactly() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = BASE.to_owned();
-        for (from, to) in case.edits {
-            assert_eq!(
-                text.matches(from).count(),
-                1,
-                "{}: edit {from:?} must match once",
-                case.name
-            );
-            text = text.replacen(from, to, 1);
-        }
-        let file = write_case(dir.path(), &text);
-        let expected = case.expected.replace("{file}", &file.display().to_string());
-        let got = match config::load(&file) {
-            Ok(_) => "loaded without error".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if got != expected {
-            failures.push(format!(
-                "{}:\n  expected: {expected}\n  got:      {got}",
-                case.name
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::check(BASE, CASES, |dir, text, case| {
+        let _ = case;
+        write_case(dir, text)
+    });
 }
 
 #[test]

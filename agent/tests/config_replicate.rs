@@ -3,9 +3,9 @@
 //!
 //! As in `config_resource.rs`, each case edits one good file, so it shows only what is broken.
 
-use std::fs;
+mod common;
+
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -44,84 +44,78 @@ source = "/opt/bacula/etc"
 interval = "10s"
 "#;
 
-struct Case {
-    name: &'static str,
-    edits: &'static [(&'static str, &'static str)],
-    expected: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[common::Case] = &[
+    common::Case {
         name: "missing_source",
         edits: &[("source = \"/opt/bacula/etc\"\n", "")],
         expected: "{file}:27:1: replicate.source: [replicate] needs `source`, the Director's configuration directory on the holder, e.g. source = \"/opt/bacula/etc\"",
     },
-    Case {
+    common::Case {
         name: "relative_source",
         edits: &[("source = \"/opt/bacula/etc\"", "source = \"opt/bacula/etc\"")],
         expected: "{file}:28:10: replicate.source: source \"opt/bacula/etc\" is not an absolute path: expected a directory such as \"/opt/bacula/etc\"",
     },
-    Case {
+    common::Case {
         name: "root_target",
         edits: &[("interval = \"10s\"", "interval = \"10s\"\ntarget = \"/\"")],
         expected: "{file}:30:10: replicate.target: target \"/\" is the root directory: expected a directory such as \"/opt/bacula/etc\"",
     },
-    Case {
+    common::Case {
         name: "per_node_source_missing_a_node",
         edits: &[("source = \"/opt/bacula/etc\"", "source = { alpha = \"/opt/bacula/etc\" }")],
         expected: "{file}:28:10: replicate.source: source is given per node but not for beta: every node needs one",
     },
-    Case {
+    common::Case {
         name: "per_node_target_relative",
         edits: &[("interval = \"10s\"", "interval = \"10s\"\ntarget = { alpha = \"/opt/bacula/etc\", beta = \"etc\" }")],
         expected: "{file}:30:10: replicate.target.beta: target \"etc\" is not an absolute path: expected a directory such as \"/opt/bacula/etc\"",
     },
-    Case {
+    common::Case {
         name: "source_wrong_type",
         edits: &[("source = \"/opt/bacula/etc\"", "source = 5")],
         expected: "{file}:28:10: replicate.source: source 5 is neither a string nor a table by node name: expected e.g. \"/opt/bacula/etc\"",
     },
-    Case {
+    common::Case {
         name: "interval_out_of_range",
         edits: &[("interval = \"10s\"", "interval = \"10ms\"")],
         expected: "{file}:29:12: replicate.interval: interval 10ms is out of range: expected 100ms to 60m",
     },
-    Case {
+    common::Case {
         name: "interval_without_unit",
         edits: &[("interval = \"10s\"", "interval = 10")],
         expected: "{file}:29:12: replicate.interval: interval 10 has no unit: expected a string such as \"10ms\" or \"10s\"",
     },
-    Case {
+    common::Case {
         name: "port_out_of_range",
         edits: &[("interval = \"10s\"", "interval = \"10s\"\nport = 70000")],
         expected: "{file}:30:8: replicate.port: port 70000 is out of range: expected 1 to 65535",
     },
-    Case {
+    common::Case {
         name: "unknown_key",
         edits: &[("interval = \"10s\"", "interval = \"10s\"\ncompress = true")],
         expected: "{file}:30:1: replicate.compress: unknown field `compress`, expected one of `source`, `target`, `interval`, `port`",
     },
-    Case {
+    common::Case {
         name: "node_without_address",
         edits: &[("replicate = \"192.168.8.2:7000\"\n", "")],
         expected: "{file}:17:8: node[1].replicate: node beta has no replicate address: with [replicate], every node that can hold the group needs one, e.g. replicate = \"192.168.7.1\"",
     },
-    Case {
+    common::Case {
         name: "bad_address",
         edits: &[("replicate = \"192.168.7.1\"", "replicate = \"alpha.lan\"")],
         expected: "{file}:12:13: node[0].replicate: replicate \"alpha.lan\" is not an IP address with or without a port: expected e.g. \"192.168.7.1\" or \"192.168.7.1:5406\"",
     },
-    Case {
+    common::Case {
         name: "unspecified_address",
         edits: &[("replicate = \"192.168.7.1\"", "replicate = \"0.0.0.0\"")],
         expected: "{file}:12:13: node[0].replicate: replicate 0.0.0.0:5406 is not a unicast address: expected node alpha's own IP address, which its peers connect to",
     },
-    Case {
+    common::Case {
         name: "port_zero",
         edits: &[("replicate = \"192.168.8.2:7000\"", "replicate = \"192.168.8.2:0\"")],
         expected: "{file}:18:13: node[1].replicate: replicate 192.168.8.2:0 has port 0: expected the fixed port peers connect to",
     },
-    Case {
+    common::Case {
         name: "duplicate_address",
         edits: &[
             ("replicate = \"192.168.8.2:7000\"", "replicate = \"192.168.7.1:7000\""),
@@ -129,12 +123,12 @@ const CASES: &[Case] = &[
         ],
         expected: "{file}:18:13: node[1].replicate: replicate 192.168.7.1:7000 is already used by node alpha: expected one address per node",
     },
-    Case {
+    common::Case {
         name: "witness_with_address",
         edits: &[("witness = true", "witness = true\nreplicate = \"192.168.7.3\"")],
         expected: "{file}:25:13: node[2].replicate: node gamma is a witness and never holds the group, so it serves no configuration: remove replicate",
     },
-    Case {
+    common::Case {
         name: "address_without_table",
         edits: &[("[replicate]\nsource = \"/opt/bacula/etc\"\ninterval = \"10s\"\n", "")],
         expected: "{file}:12:13: node[0].replicate: replicate is set but there is no [replicate] table: add one with `source`, or remove this key\n\
@@ -142,44 +136,18 @@ const CASES: &[Case] = &[
     },
 ];
 
-fn write_case(dir: &Path, text: &str) -> PathBuf {
-    let key = dir.join("cluster.key");
-    fs::write(&key, [b'k'; 40]).expect("key");
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
-    let file = dir.join("wk.toml");
-    fs::write(&file, text).expect("config");
-    file
+fn write_case(dir: &Path, text: &str) -> std::path::PathBuf {
+    common::write_key(dir);
+    common::write_config(dir, text)
 }
 
 #[test]
 fn broken_replication_is_reported_exactly() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = BASE.to_owned();
-        for (from, to) in case.edits {
-            assert_eq!(
-                text.matches(from).count(),
-                1,
-                "{}: edit {from:?} must match once",
-                case.name
-            );
-            text = text.replacen(from, to, 1);
-        }
-        let file = write_case(dir.path(), &text);
-        let expected = case.expected.replace("{file}", &file.display().to_string());
-        let got = match config::load(&file) {
-            Ok(_) => "loaded without error".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if got != expected {
-            failures.push(format!(
-                "{}:\n  expected: {expected}\n  got:      {got}",
-                case.name
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::check(BASE, CASES, |dir, text, case| {
+        let _ = case;
+        common::write_key(dir);
+        common::write_config(dir, text)
+    });
 }
 
 fn addr(s: &str) -> SocketAddr {

@@ -3,8 +3,8 @@
 //!
 //! As in `config_fence.rs`, each case edits one good file, so it shows only what is broken.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -68,90 +68,84 @@ type = "systemd"
 unit = "bacula-dir.service"
 "#;
 
-struct Case {
-    name: &'static str,
-    edits: &'static [(&'static str, &'static str)],
-    expected: &'static str,
-}
-
-const CASES: &[Case] = &[
-    Case {
+const CASES: &[common::Case] = &[
+    common::Case {
         name: "unknown_type",
         edits: &[("type = \"systemd\"", "type = \"lsb\"")],
         expected: "{file}:54:8: resource[4].type: resource type \"lsb\" is not known: expected \"ocf\", \"script\", \"systemd\", \"mount\", \"vip\" or \"pgsql\"",
     },
-    Case {
+    common::Case {
         name: "foreign_key",
         edits: &[("unit = \"bacula-dir.service\"", "unit = \"bacula-dir.service\"\nmountpoint = \"/x\"")],
         expected: "{file}:56:14: resource[4].mountpoint: mountpoint does not apply to systemd resources: remove it",
     },
-    Case {
+    common::Case {
         name: "duplicate_name",
         edits: &[("name = \"director\"", "name = \"sd\"")],
         expected: "{file}:53:8: resource[4].name: resource name sd is already used on line 46: resource names must be unique",
     },
-    Case {
+    common::Case {
         name: "relative_mountpoint",
         edits: &[("mountpoint = \"/srv/bacula\"", "mountpoint = \"srv/bacula\"")],
         expected: "{file}:26:14: resource[0].mountpoint: mountpoint \"srv/bacula\" is not an absolute path: expected e.g. \"/srv/bacula\"",
     },
-    Case {
+    common::Case {
         name: "root_mountpoint",
         edits: &[("mountpoint = \"/srv/bacula\"", "mountpoint = \"/\"")],
         expected: "{file}:26:14: resource[0].mountpoint: mountpoint \"/\" is the root filesystem: it cannot move between nodes",
     },
-    Case {
+    common::Case {
         name: "bad_fsck",
         edits: &[("options = [\"noatime\"]", "options = [\"noatime\"]\nfsck = \"sometimes\"")],
         expected: "{file}:29:8: resource[0].fsck: fsck \"sometimes\" is not known: expected \"preen\" (default: fsck -p, refuse to mount what it cannot fix), \"force\" or \"never\"",
     },
-    Case {
+    common::Case {
         name: "zero_timeout",
         edits: &[("stop_timeout = \"2m\"", "stop_timeout = \"0s\"")],
         expected: "{file}:29:16: resource[0].stop_timeout: stop_timeout is 0ms: expected more than zero",
     },
-    Case {
+    common::Case {
         name: "conninfo_missing_a_node",
         edits: &[(", beta = \"host=192.168.7.1 user=replicator\"", "")],
         expected: "{file}:37:20: resource[1].primary_conninfo: primary_conninfo is given per node but not for beta: every node needs one",
     },
-    Case {
+    common::Case {
         name: "rewind_without_conninfo",
         edits: &[("primary_conninfo = { alpha = \"host=192.168.7.2 user=replicator\", beta = \"host=192.168.7.1 user=replicator\" }\n", "")],
         expected: "{file}:32:8: resource[1].primary_conninfo: a former primary is rewound or recloned from the new one: set primary_conninfo (per node: how it reaches its peer), or rejoin = \"manual\"",
     },
-    Case {
+    common::Case {
         name: "bad_rejoin",
         edits: &[("user = \"postgres\"", "user = \"postgres\"\nrejoin = \"promote\"")],
         expected: "{file}:37:10: resource[1].rejoin: rejoin \"promote\" is not known: expected \"rewind\" (pg_rewind), \"reclone\" (pg_basebackup) or \"manual\"",
     },
-    Case {
+    common::Case {
         name: "bad_vip",
         edits: &[("address = \"10.20.0.10/24\"", "address = \"10.20.0.10\"")],
         expected: "{file}:42:11: resource[2].address: address \"10.20.0.10\" is not an IP address with a prefix length: expected e.g. \"10.20.0.10/24\" or \"fd00::10/64\"",
     },
-    Case {
+    common::Case {
         name: "interface_for_unknown_node",
         edits: &[("beta = \"eno1\"", "gamma = \"eno1\"")],
         expected: "{file}:43:13: resource[2].interface.gamma: node gamma is not defined; defined nodes: alpha, beta\n\
                    {file}:43:13: resource[2].interface: interface is given per node but not for beta: every node needs one",
     },
-    Case {
+    common::Case {
         name: "bad_agent",
         edits: &[("agent = \"heartbeat:Dummy\"", "agent = \"Dummy\"")],
         expected: "{file}:48:9: resource[3].agent: agent \"Dummy\" is neither provider:type (e.g. \"heartbeat:Dummy\") nor an absolute path",
     },
-    Case {
+    common::Case {
         name: "bad_param_name",
         edits: &[("params = { state = ", "params = { \"st-ate\" = ")],
         expected: "{file}:49:23: resource[3].params.st-ate: parameter name \"st-ate\" cannot be an environment variable (OCF_RESKEY_st-ate): use letters, digits and '_'",
     },
-    Case {
+    common::Case {
         name: "script_relative_program",
         edits: &[("type = \"systemd\"\nunit = \"bacula-dir.service\"", "type = \"script\"\nstart = [\"bacula-ctl\", \"start\"]\nstop = [\"/usr/sbin/bacula-ctl\", \"stop\"]\nstatus = [\"/usr/sbin/bacula-ctl\", \"status\"]")],
         expected: "{file}:55:9: resource[4].start: start must start with the program's absolute path, e.g. [\"/usr/local/sbin/bacula-ctl\", \"start\"]",
     },
-    Case {
+    common::Case {
         name: "restart_limit_out_of_range",
         edits: &[("restart_limit = 2", "restart_limit = 50")],
         expected: "{file}:6:17: failover.restart_limit: restart_limit 50 is out of range: expected 0 (hand over at the first monitor failure) to 10",
@@ -159,43 +153,17 @@ const CASES: &[Case] = &[
 ];
 
 fn write_case(dir: &Path, text: &str) -> std::path::PathBuf {
-    let key = dir.join("cluster.key");
-    fs::write(&key, [b'k'; 40]).expect("key");
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod key");
-    let file = dir.join("wk.toml");
-    fs::write(&file, text).expect("config");
-    file
+    common::write_key(dir);
+    common::write_config(dir, text)
 }
 
 #[test]
 fn broken_resources_are_reported_exactly() {
-    let mut failures = Vec::new();
-    for case in CASES {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut text = BASE.to_owned();
-        for (from, to) in case.edits {
-            assert_eq!(
-                text.matches(from).count(),
-                1,
-                "{}: edit {from:?} must match once",
-                case.name
-            );
-            text = text.replacen(from, to, 1);
-        }
-        let file = write_case(dir.path(), &text);
-        let expected = case.expected.replace("{file}", &file.display().to_string());
-        let got = match config::load(&file) {
-            Ok(_) => "loaded without error".to_owned(),
-            Err(e) => e.to_string(),
-        };
-        if got != expected {
-            failures.push(format!(
-                "{}:\n  expected: {expected}\n  got:      {got}",
-                case.name
-            ));
-        }
-    }
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    common::check(BASE, CASES, |dir, text, case| {
+        let _ = case;
+        common::write_key(dir);
+        common::write_config(dir, text)
+    });
 }
 
 #[test]

@@ -50,7 +50,10 @@ fn deploy_example_is_valid() {
         ["storage", "catalog", "address", "bacula-sd", "bacula-dir"],
         "Bacula's start order"
     );
-    assert!(c.replicate.is_some(), "the Director configuration is replicated");
+    assert!(
+        c.replicate.is_some(),
+        "the Director configuration is replicated"
+    );
 }
 
 #[test]

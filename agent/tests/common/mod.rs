@@ -1,0 +1,78 @@
+//! The harness of the configuration tests: each case edits one good file, loads it, and
+//! compares the whole error report with the expected text, so a test shows only what is broken
+//! and any change of wording or position is noticed.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+/// One broken variant of a good file.
+pub(crate) struct Case {
+    /// Name, for the failure report.
+    pub(crate) name: &'static str,
+    /// `(from, to)` replacements, each of which must match the good file exactly once.
+    pub(crate) edits: &'static [(&'static str, &'static str)],
+    /// The whole report; `{file}` is the config file, `{dir}` its directory.
+    pub(crate) expected: &'static str,
+}
+
+/// Writes a 40-byte cluster key of mode 0600 into `dir`.
+pub(crate) fn write_key(dir: &Path) {
+    write_secret(dir, "cluster.key", &"k".repeat(40));
+}
+
+/// Writes a secret file of mode 0600 into `dir`.
+pub(crate) fn write_secret(dir: &Path, name: &str, value: &str) {
+    let path = dir.join(name);
+    fs::write(&path, value).expect("secret");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod secret");
+}
+
+/// Writes `text` as `wk.toml` into `dir`.
+pub(crate) fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let file = dir.join("wk.toml");
+    fs::write(&file, text).expect("config");
+    file
+}
+
+/// `base` with `case`'s edits applied.
+pub(crate) fn edited(base: &str, case: &Case) -> String {
+    let mut text = base.to_owned();
+    for (from, to) in case.edits {
+        assert_eq!(
+            text.matches(from).count(),
+            1,
+            "{}: edit {from:?} must match once",
+            case.name
+        );
+        text = text.replacen(from, to, 1);
+    }
+    text
+}
+
+/// Runs every case: `setup` prepares a fresh directory (key, secrets) and writes the edited
+/// text, returning the config file. Panics with every mismatch at once.
+pub(crate) fn check(base: &str, cases: &[Case], setup: impl Fn(&Path, &str, &Case) -> PathBuf) {
+    let mut failures = Vec::new();
+    for case in cases {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = setup(dir.path(), &edited(base, case), case);
+        let expected = case
+            .expected
+            .replace("{file}", &file.display().to_string())
+            .replace("{dir}", &dir.path().display().to_string());
+        let got = match agent::config::load(&file) {
+            Ok(_) => "loaded without error".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        if got != expected {
+            failures.push(format!(
+                "{}:\n  expected: {expected}\n  got:      {got}",
+                case.name
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
