@@ -209,6 +209,27 @@ fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
         "Dummy runs on {h}"
     );
     assert!(!dir.join(format!("{s}-director.dummy")).exists());
+    // Both agents agree on the holder, and both checked both BMCs in the background.
+    for me in [h, s] {
+        let deadline = Instant::now() + WAIT;
+        let st = loop {
+            let out = watchkeeper(&config, me, &["status", "--json"]);
+            let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            let checked = st["fence_devices"].as_array().is_some_and(|d| {
+                d.len() == 2 && d.iter().all(|d| d["healthy"] == Value::Bool(true))
+            });
+            if checked {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{me}: fence devices not checked: {st}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(st["engine"]["holder"], h, "{st}");
+        assert_eq!(st["engine"]["holds"], Value::Bool(me == h), "{st}");
+    }
 
     // 2. Planned switchover: stopped here in reverse, then started there in order.
     let out = watchkeeper(&config, h, &["switchover"]);

@@ -37,7 +37,7 @@ fn pair_with_switch(snmpd: &Snmpd, unfence: &str) -> Pair {
         file,
         "\n[[fence_device]]\nname = \"san\"\ntype = \"ifmib\"\naddress = \"{}\"\n\
          community = \"{V2C_RW_COMMUNITY}\"\nports = {{ beta = [{}, \"port{}\"] }}\n\
-         unfence = \"{unfence}\"\ntimeout = \"5s\"\n",
+         unfence = \"{unfence}\"\ntimeout = \"2s\"\nmonitor_interval = \"300ms\"\n",
         snmpd.address(),
         PORTS[0],
         PORTS[1]
@@ -251,4 +251,32 @@ fn automatic_unfence_waits_for_the_node_to_rejoin() {
         .filter(|e| e["action"] == "unfence")
         .count();
     assert_eq!(unfences, 1, "{:#?}", ledger(&pair));
+}
+
+#[test]
+fn a_fence_device_that_stops_answering_shows_as_failing_in_status() {
+    let mut snmpd = Snmpd::start(&SnmpdOptions::default());
+    let mut pair = pair_with_switch(&snmpd, "manual");
+    pair.start(0).expect("start alpha");
+    let healthy = |want: bool| {
+        move |s: &Value| {
+            s["fence_devices"]
+                .as_array()
+                .and_then(|d| d.first())
+                .is_some_and(|d| d["name"] == "san" && d["healthy"] == Value::Bool(want))
+        }
+    };
+    pair.wait_status(0, healthy(true), Duration::from_secs(10))
+        .expect("the switch is checked and healthy");
+    snmpd.stop();
+    let st = pair
+        .wait_status(0, healthy(false), Duration::from_secs(10))
+        .expect("the silent switch is reported");
+    let error = st["fence_devices"][0]["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no answer"), "{st}");
+    let log = fs::read_to_string(pair.log(0)).unwrap_or_default();
+    assert!(
+        log.contains("\"event\":\"fence_device_health\"") && log.contains("failing its check"),
+        "{log}"
+    );
 }

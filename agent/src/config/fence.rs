@@ -50,6 +50,9 @@ pub struct FenceDeviceConfig {
     pub targets: Vec<String>,
     /// Deadline of one operation (off, on, status, …) unless the caller gives one.
     pub timeout: Duration,
+    /// How often the running agent checks the device (reachable, credentials accepted, targets
+    /// known), so a broken fence path is reported before it is needed.
+    pub monitor_interval: Duration,
     /// Driver and its parameters.
     pub kind: FenceDeviceKind,
 }
@@ -127,6 +130,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IPMI_PORT: u16 = 623;
 /// Cipher suite 3 (HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128): the one every RMCP+ BMC implements.
 pub const DEFAULT_CIPHER_SUITE: u8 = 3;
+/// Background check of every device unless `monitor_interval` says otherwise: a BMC or PDU
+/// that broke is reported within a minute, and checking is light enough for a BMC's small CPU.
+pub const DEFAULT_DEVICE_MONITOR_INTERVAL: Duration = Duration::from_secs(60);
 /// Longest device name; it appears in every log line about the device.
 pub const MAX_DEVICE_NAME_LEN: usize = 32;
 /// At most this many levels per node: each is tried in turn, so more only delays giving up.
@@ -149,6 +155,7 @@ pub(super) struct RawFenceDevice {
     pub(super) password_file: Option<Spanned<String>>,
     pub(super) timeout: Option<Spanned<RawDuration>>,
     pub(super) poll_interval: Option<Spanned<RawDuration>>,
+    pub(super) monitor_interval: Option<Spanned<RawDuration>>,
     pub(super) address: Option<Spanned<String>>,
     pub(super) cipher_suite: Option<Spanned<i64>>,
     pub(super) privilege: Option<Spanned<String>>,
@@ -622,6 +629,11 @@ impl Converter<'_> {
             &format!("{key}.timeout"),
             DEFAULT_FENCE_TIMEOUT,
         );
+        let monitor_interval = self.duration_or(
+            raw.monitor_interval.as_ref(),
+            &format!("{key}.monitor_interval"),
+            DEFAULT_DEVICE_MONITOR_INTERVAL,
+        );
         let poll_interval = self.duration_or(
             raw.poll_interval.as_ref(),
             &format!("{key}.poll_interval"),
@@ -652,13 +664,16 @@ impl Converter<'_> {
             }
             RawFenceType::IfMib => self.ifmib(raw, key, password.clone().flatten(), poll_interval),
         };
-        match (ok, typed, timeout, password) {
-            (true, Some(kind), Some(timeout), Some(_)) => Some(FenceDeviceConfig {
-                name: raw.name.get_ref().clone(),
-                targets,
-                timeout,
-                kind,
-            }),
+        match (ok, typed, timeout, password, monitor_interval) {
+            (true, Some(kind), Some(timeout), Some(_), Some(monitor_interval)) => {
+                Some(FenceDeviceConfig {
+                    name: raw.name.get_ref().clone(),
+                    targets,
+                    timeout,
+                    monitor_interval,
+                    kind,
+                })
+            }
             _ => None,
         }
     }

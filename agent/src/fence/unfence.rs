@@ -403,6 +403,8 @@ mod tests {
                 .collect(),
             links: Vec::new(),
             replica_age_ms: None,
+            engine: None,
+            fence_devices: Vec::new(),
         }
     }
 

@@ -100,6 +100,23 @@ pub(crate) struct Driver {
     pub(crate) tasks: JoinSet<()>,
     /// Resource actions in flight (start/stop): a clean stop waits for them.
     pub(crate) resource_actions: Arc<std::sync::atomic::AtomicUsize>,
+    /// What the background checks found about each fence device.
+    pub(crate) health: BTreeMap<String, Arc<StdMutex<DeviceHealth>>>,
+}
+
+/// The last background check of a fence device.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct DeviceHealth {
+    /// `Some(true)` healthy, `Some(false)` failing, `None` not checked yet.
+    pub(crate) healthy: Option<bool>,
+    /// When it was last checked.
+    pub(crate) checked: Option<Instant>,
+    /// How long the check took.
+    pub(crate) took: Option<Duration>,
+    /// Why it failed.
+    pub(crate) error: Option<String>,
+    /// When the next check is due.
+    pub(crate) next: Option<Instant>,
 }
 
 impl Driver {
@@ -488,9 +505,103 @@ impl Driver {
         }
     }
 
-    /// The earliest due monitor.
+    /// The earliest due monitor or device check.
     pub(crate) fn next_monitor(&self) -> Option<Instant> {
-        self.slots.iter().filter_map(|s| s.next_monitor).min()
+        let devices = self
+            .health
+            .values()
+            .filter_map(|h| h.lock().ok().and_then(|h| h.next));
+        self.slots
+            .iter()
+            .filter_map(|s| s.next_monitor)
+            .chain(devices)
+            .min()
+    }
+
+    /// Checks every fence device whose interval has passed (reachable, credentials accepted,
+    /// targets known), without changing anything; a change of health is logged.
+    pub(crate) fn check_devices(&mut self, now: Instant) {
+        for d in &self.config.fencing.devices {
+            let health = self
+                .health
+                .entry(d.name.clone())
+                .or_insert_with(|| {
+                    Arc::new(StdMutex::new(DeviceHealth {
+                        // The first check runs at once, so a broken path shows at start.
+                        next: Some(now),
+                        ..DeviceHealth::default()
+                    }))
+                })
+                .clone();
+            {
+                let Ok(mut h) = health.lock() else { continue };
+                if h.next.is_some_and(|n| now < n) {
+                    continue;
+                }
+                h.next = Some(now + d.monitor_interval);
+            }
+            let name = d.name.clone();
+            let timeout = d.timeout;
+            let Some(shared) = self.devices.get(&d.name).cloned() else {
+                if let Ok(mut h) = health.lock() {
+                    if h.healthy != Some(false) {
+                        tracing::error!(event = "fence_device_health", device = %name, healthy = false, "fence device {name} cannot be built: fencing through it will fail");
+                    }
+                    h.healthy = Some(false);
+                    h.checked = Some(now);
+                    h.error =
+                        Some("the driver could not be built (see the start-up log)".to_owned());
+                }
+                continue;
+            };
+            self.tasks.spawn(async move {
+                // A fence in progress holds the device: skip this round rather than wait.
+                let Ok(mut dev) = shared.try_lock() else { return };
+                let t = Instant::now();
+                let result = dev.monitor(tokio::time::Instant::now() + timeout).await;
+                drop(dev);
+                let took = t.elapsed();
+                let Ok(mut h) = health.lock() else { return };
+                let was = h.healthy;
+                h.healthy = Some(result.is_ok());
+                h.checked = Some(Instant::now());
+                h.took = Some(took);
+                h.error = result.as_ref().err().map(ToString::to_string);
+                match (&result, was) {
+                    (Ok(()), Some(true)) => {}
+                    (Ok(()), _) => tracing::info!(event = "fence_device_health", device = %name, healthy = true, ms = entry_ms(took), "fence device {name} healthy ({} ms)", entry_ms(took)),
+                    (Err(e), Some(false)) => tracing::debug!(device = %name, error = %e, "fence device still failing"),
+                    (Err(e), _) => tracing::error!(event = "fence_device_health", device = %name, healthy = false, error = %e, "fence device {name} failing its check: {e}; fencing through it would fail"),
+                }
+            });
+        }
+    }
+
+    /// The fence devices' health for the status report.
+    pub(crate) fn device_report(&self) -> Vec<super::status::FenceDeviceStatus> {
+        let now = Instant::now();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.config
+            .fencing
+            .devices
+            .iter()
+            .map(|d| {
+                let h = self
+                    .health
+                    .get(&d.name)
+                    .and_then(|h| h.lock().ok().map(|h| h.clone()))
+                    .unwrap_or_default();
+                super::status::FenceDeviceStatus {
+                    name: d.name.clone(),
+                    r#type: d.kind.type_word().to_owned(),
+                    targets: d.targets.clone(),
+                    healthy: h.healthy,
+                    last_check_ms_ago: h.checked.map(|t| ms(now.saturating_duration_since(t))),
+                    last_check_ms: h.took.map(ms),
+                    error: h.error,
+                }
+            })
+            .collect()
     }
 
     /// Reaps finished tasks.
@@ -604,6 +715,7 @@ mod tests {
             }],
             tasks: JoinSet::new(),
             resource_actions: Arc::default(),
+            health: BTreeMap::new(),
         }
     }
 

@@ -30,7 +30,7 @@ use crate::engine::{Action, Command, Engine, Input};
 use crate::liveness::{Liveness, Transition};
 
 pub use incarnation::{next_incarnation, IncarnationError};
-pub use status::{LinkStatus, PeerLinkStatus, PeerStatus, Status};
+pub use status::{EngineView, FenceDeviceStatus, LinkStatus, PeerLinkStatus, PeerStatus, Status};
 
 /// Errors preparing the runtime.
 #[derive(Debug, thiserror::Error)]
@@ -294,7 +294,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         slots: crate::group::slots(&config, &me).await,
         tasks: JoinSet::new(),
         resource_actions: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+        health: std::collections::BTreeMap::new(),
     };
+    driver.check_devices(Instant::now());
     tracing::info!(
         event = "started",
         node = %me,
@@ -393,6 +395,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                 let now = Instant::now();
                 liveness.tick(now);
                 driver.monitors(now);
+                driver.check_devices(now);
                 engine.handle(now, Input::Tick);
                 // A standby keeps its copies (the Catalog) following the live holder.
                 if let (Some((holder, epoch)), false) = (engine.known_holder(), engine.holds_resources()) {
@@ -404,7 +407,17 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             }
             Some(req) = control_rx.recv() => match req.request.clone() {
                 Request::Status => {
-                    let st = status::build(&config, local, incarnation, started, &liveness, &link_info);
+                    let mut st = status::build(&config, local, incarnation, started, &liveness, &link_info);
+                    st.fence_devices = driver.device_report();
+                    st.engine = Some(status::EngineView {
+                        role: format!("{:?}", engine.role()),
+                        epoch: engine.durable().epoch.max(engine.known_holder().map_or(0, |h| h.1)),
+                        holder: engine
+                            .known_holder()
+                            .and_then(|(n, _)| config.node(n).map(|n| n.name.clone())),
+                        holds: engine.holds_resources(),
+                        quorate: engine.quorate(),
+                    });
                     req.reply(st);
                 }
                 Request::Resources => req.answer(driver.resources_report(&engine)),

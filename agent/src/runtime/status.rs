@@ -38,6 +38,46 @@ pub struct Status {
     /// sync), or none if it never synced. Absent in reports of older agents.
     #[serde(default)]
     pub replica_age_ms: Option<u64>,
+    /// This node's part in the cluster as its engine sees it. Absent in reports of older agents.
+    #[serde(default)]
+    pub engine: Option<EngineView>,
+    /// Every fence device and its last background check. Absent in reports of older agents.
+    #[serde(default)]
+    pub fence_devices: Vec<FenceDeviceStatus>,
+}
+
+/// The engine's view: role, ownership epoch, holder.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EngineView {
+    /// `Starting`, `Standby`, `Candidate`, `Holder`, `Releasing`, `SelfFencing`, `Witness`.
+    pub role: String,
+    /// Highest ownership epoch this node knows.
+    pub epoch: u64,
+    /// The holder it knows of, by name.
+    pub holder: Option<String>,
+    /// Whether this node holds the group.
+    pub holds: bool,
+    /// Whether it has quorum.
+    pub quorate: bool,
+}
+
+/// A fence device as the last background check found it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FenceDeviceStatus {
+    /// Name.
+    pub name: String,
+    /// Type (`ipmi`, `modbus`, ...).
+    pub r#type: String,
+    /// The nodes it fences.
+    pub targets: Vec<String>,
+    /// Whether the last check passed; `None` before the first.
+    pub healthy: Option<bool>,
+    /// Time since the last check.
+    pub last_check_ms_ago: Option<u64>,
+    /// How long the last check took.
+    pub last_check_ms: Option<u64>,
+    /// Why the last check failed.
+    pub error: Option<String>,
 }
 
 /// One peer as this node sees it.
@@ -195,6 +235,8 @@ pub(crate) fn build(
         deadtime_ms: ms(config.timing.deadtime),
         peers,
         links,
+        engine: None,
+        fence_devices: Vec::new(),
         replica_age_ms: config
             .node(local)
             .and_then(|n| crate::replicate::replica_age(&n.state_dir))
