@@ -210,9 +210,9 @@ impl Driver {
                 })
                 .await;
                 match outcome {
-                    Ok(()) => tracing::info!(event = "fence_device_off", target = %name, device = %device, ms = entry_ms(took), "{device} confirmed {name} off in {} ms", entry_ms(took)),
+                    Ok(()) => tracing::info!(event = "fence_device_off", peer = %name, device = %device, ms = entry_ms(took), "{device} confirmed {name} off in {} ms", entry_ms(took)),
                     Err(e) => {
-                        tracing::error!(event = "fence_device_failed", target = %name, device = %device, error = %e, "{device} did not fence {name}: {e}");
+                        tracing::error!(event = "fence_device_failed", peer = %name, device = %device, error = %e, "{device} did not fence {name}: {e}");
                         failures.push(format!("{device}: {e}"));
                     }
                 }
@@ -224,7 +224,7 @@ impl Driver {
             } else {
                 FenceOutcome::Failed(failures.join("; "))
             };
-            tracing::info!(event = "fence_level_done", target = %name, level = level + 1, ms = entry_ms(started.elapsed()), ok = matches!(outcome, FenceOutcome::Off), "fencing level {} of {name}: {outcome:?}", level + 1);
+            tracing::info!(event = "fence_level_done", peer = %name, level = level + 1, ms = entry_ms(started.elapsed()), ok = matches!(outcome, FenceOutcome::Off), "fencing level {} of {name}: {outcome:?}", level + 1);
             let _ = results
                 .send(Input::FenceResult {
                     target,
