@@ -12,6 +12,8 @@
 //! wall clock at the kill; both are this machine's clock.
 //!
 //! `cargo build --release -p agent && cargo run --release -p hwtests --bin bench-failover -- --runs 50`
+//! (`--fault freeze` stops the holder with SIGSTOP instead: a hung host that still holds its
+//! resources and sockets).
 
 use std::fs;
 use std::path::Path;
@@ -32,16 +34,27 @@ const RESOURCES: [&str; 5] = ["storage", "catalog", "address", "bacula-sd", "bac
 
 fn main() -> Result<()> {
     let mut runs = 20usize;
+    let mut freeze = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
-            other => bail!("unknown argument {other}; options: --runs N"),
+            "--fault" => match args.next().as_deref() {
+                Some("kill") => freeze = false,
+                Some("freeze") => freeze = true,
+                _ => bail!("--fault kill|freeze"),
+            },
+            other => bail!("unknown argument {other}; options: --runs N --fault kill|freeze"),
         }
     }
+    let fault = if freeze {
+        "SIGSTOP (frozen host)"
+    } else {
+        "SIGKILL"
+    };
     let bin = watchkeeper_bin()?;
     println!(
-        "watchkeeper failover benchmark: {} ({runs} runs, interval {INTERVAL:?}, deadtime {DEADTIME:?}, default fence delay, IPMI via ipmi_sim, {} OCF Dummy resources)",
+        "watchkeeper failover benchmark: {} ({runs} runs of {fault}, interval {INTERVAL:?}, deadtime {DEADTIME:?}, default fence delay, IPMI via ipmi_sim, {} OCF Dummy resources)",
         bin.display(),
         RESOURCES.len()
     );
@@ -65,7 +78,12 @@ fn main() -> Result<()> {
         let survivor = 1 - holder;
         let killed_at = SystemTime::now();
         let t0 = Instant::now();
-        pair.agent(holder).kill(Signal::SIGKILL)?;
+        // A frozen host keeps its resources and sockets but says nothing: only fencing ends it.
+        pair.agent(holder).kill(if freeze {
+            Signal::SIGSTOP
+        } else {
+            Signal::SIGKILL
+        })?;
         let mut alive = [true, true];
         alive[holder] = false;
         let got = wait_for_holder(&config, alive)?;
@@ -92,6 +110,10 @@ fn main() -> Result<()> {
             seen.as_millis()
         );
         rows.push(row);
+        // The BMC powered it off: on real hardware the frozen process is gone with its host.
+        if freeze {
+            pair.agent(holder).kill(Signal::SIGKILL)?;
+        }
         // Power the old holder back on and let it rejoin as standby.
         bmcs[holder].set_power_on(true);
         pair.start(holder)?;
@@ -99,7 +121,7 @@ fn main() -> Result<()> {
         holder = survivor;
     }
     println!();
-    println!("| from SIGKILL of the holder to | p50 ms | p99 ms | max ms |");
+    println!("| from {fault} of the holder to | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|");
     for (i, what) in [
         "survivor declares it dead",
