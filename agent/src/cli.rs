@@ -185,6 +185,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Try watchkeeper on this machine: two agents (and a witness), a serial cable, a
+    /// simulated Modbus PDU and a resource group, then a failover to watch. No root needed;
+    /// everything it starts is stopped when it ends.
+    Demo {
+        /// Add a third agent, gamma, that only votes (a quorum witness).
+        #[arg(long)]
+        witness: bool,
+        /// Run the failover at once without waiting for Enter, print a summary and exit
+        /// (the default when stdin is not a terminal).
+        #[arg(long)]
+        script: bool,
+        /// Keep the temporary directory (configuration, logs, state) at the end.
+        #[arg(long)]
+        keep: bool,
+    },
     /// The hardware watchdog: list devices, or test that it resets this host.
     Watchdog {
         /// What to do with it.
@@ -262,6 +277,15 @@ pub fn main(cli: Cli) -> u8 {
             list,
         }),
         Command::Watchdog { command } => crate::watchdog::cli::main(command),
+        Command::Demo {
+            witness,
+            script,
+            keep,
+        } => crate::demo::run(crate::demo::DemoArgs {
+            witness,
+            script,
+            keep,
+        }),
         Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
         Command::Switchover {
             target,
@@ -545,6 +569,21 @@ pub fn render(st: &Status) -> String {
         st.heartbeat_interval_ms,
         st.deadtime_ms
     );
+    if let Some(e) = &st.engine {
+        let _ = writeln!(
+            s,
+            "role {}  epoch {}  holder {}  {}  {}",
+            e.role,
+            e.epoch,
+            e.holder.as_deref().unwrap_or("none"),
+            if e.holds {
+                "HOLDS the group"
+            } else {
+                "does not hold the group"
+            },
+            if e.quorate { "quorate" } else { "NO QUORUM" }
+        );
+    }
     for p in &st.peers {
         let _ = writeln!(
             s,
@@ -567,6 +606,25 @@ pub fn render(st: &Status) -> String {
                 l.frames_in
             );
         }
+    }
+    if !st.fence_devices.is_empty() {
+        let _ = writeln!(s, "fence devices:");
+    }
+    for d in &st.fence_devices {
+        let health = match d.healthy {
+            Some(true) => "healthy".to_owned(),
+            Some(false) => format!("FAILING: {}", d.error.as_deref().unwrap_or("?")),
+            None => "not checked yet".to_owned(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<12} {:<8} fences {:<14} {}  checked {}",
+            d.name,
+            d.r#type,
+            d.targets.join(","),
+            health,
+            ago(d.last_check_ms_ago)
+        );
     }
     let _ = match st.replica_age_ms {
         Some(ms) => writeln!(s, "Director config copy: {} s old", ms / 1000),

@@ -1,0 +1,123 @@
+//! `watchkeeper demo --script`, run as a newcomer would run it: it must fail over, report each
+//! step with its time, exit 0, and leave no process and no directory behind.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+#[test]
+fn the_scripted_demo_fails_over_reports_and_leaves_nothing_behind() {
+    let out = run_demo(&["demo", "--script"]);
+    let total_ms = number_after(&out, "total failover: ").expect("a total failover time");
+    assert!(total_ms < 5000, "failover took {total_ms} ms:\n{out}");
+    for line in [
+        "detection: ",
+        "fencing: PDU coil ",
+        "fence confirmed: ",
+        "takeover: ",
+        "breakdown: detection ",
+        "rejoined as Standby",
+        "== summary",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    for resource in ["storage", "catalog", "director"] {
+        assert!(
+            out.contains(&format!(" started {resource} (")),
+            "{resource} not started on the survivor:\n{out}"
+        );
+    }
+}
+
+/// Runs the demo with a bounded wait and checks what must hold however it went: every process
+/// it started is gone (with its process group), and its directory is removed.
+fn run_demo(args: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchkeeper"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start watchkeeper demo");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stdout.read_to_string(&mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+    let deadline = Instant::now() + DEMO_WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = reader.join().unwrap_or_default();
+    let err = err_reader.join().unwrap_or_default();
+    let pids = started_pids(&out);
+    let Some(status) = status else {
+        // Leave nothing behind on this machine either.
+        for pid in &pids {
+            let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+        }
+        panic!("the demo did not end within {DEMO_WAIT:?}:\n{out}\n{err}");
+    };
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert!(pids.len() >= 3, "started pids: {pids:?}\n{out}");
+    for pid in pids {
+        // Each agent leads its own process group: the group must be empty too, so nothing the
+        // agent ran (resource agents) outlives it.
+        assert_eq!(
+            killpg(Pid::from_raw(pid), None),
+            Err(Errno::ESRCH),
+            "process group {pid} still has processes after the demo ended:\n{out}"
+        );
+        assert_eq!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH));
+    }
+    let dir = out
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("directory"))
+        .map(|d| PathBuf::from(d.trim()))
+        .expect("the demo names its directory");
+    assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+    assert!(!dir.exists(), "{} is left behind", dir.display());
+    assert!(out.contains(&format!("removed {}", dir.display())), "{out}");
+    out
+}
+
+/// Pids from the demo's `started NODE pid N` lines.
+fn started_pids(out: &str) -> Vec<i32> {
+    out.lines()
+        .filter_map(|l| {
+            let rest = &l[l.find("started ")? + "started ".len()..];
+            let pid = rest.split_once(" pid ")?.1;
+            pid.trim().parse().ok()
+        })
+        .collect()
+}
+
+/// The number right after `prefix` in the output.
+fn number_after(out: &str, prefix: &str) -> Option<u64> {
+    let rest = &out[out.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// The whole demo takes about 10 s: election, failover, rejoin, 2 s of watching, shutdown.
+const DEMO_WAIT: Duration = Duration::from_secs(90);
