@@ -201,7 +201,7 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|v| v["event"] == "resource_started")
         .filter_map(|v| hwtests::agent::log_timestamp(&v))
-        .last()
+        .next_back()
         .expect("beta started the resource");
     let fed_at = std::time::SystemTime::now() - last_feed.elapsed();
     let gap = started_at.duration_since(fed_at).unwrap_or_default();

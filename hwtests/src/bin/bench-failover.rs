@@ -249,8 +249,7 @@ fn breakdown(log: &Path, victim: &str, killed_at: SystemTime) -> Result<(u64, u6
             .unwrap_or(0)
     };
     let lines = read_log_lines(log);
-    let first =
-        |pred: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| pred(v)).find_map(|v| after(v));
+    let first = |pred: &dyn Fn(&Value) -> bool| lines.iter().filter(|v| pred(v)).find_map(&after);
     let detect =
         first(&|v| v["event"] == "peer_down" && v["peer"] == victim).context("no peer_down")?;
     let fenced =
@@ -268,7 +267,7 @@ fn breakdown(log: &Path, victim: &str, killed_at: SystemTime) -> Result<(u64, u6
         .filter(|v| {
             v["event"] == "resource_started" && v["resource"] == RESOURCES[RESOURCES.len() - 1]
         })
-        .filter_map(|v| after(v))
+        .filter_map(after)
         .next()
         .context("no start of the last resource")?;
     Ok((ms(detect), ms(fenced), ms(started)))
