@@ -130,6 +130,15 @@ impl IpmiSim {
         std::fs::write(self.power_file(), if on { "1\n" } else { "0\n" }).expect("power file");
     }
 
+    /// Wires the simulated chassis power to process `pid`: a power-off through the BMC then
+    /// kills it with SIGKILL, as cutting a host's power ends everything on it. The harness
+    /// started that process and passes its PID; nothing is looked up by name.
+    pub fn wire_power_to(&self, pid: u32) {
+        let mut path = self.power_file().into_os_string();
+        path.push(".pid");
+        std::fs::write(path, format!("{pid}\n")).expect("pid file");
+    }
+
     /// Lines the hook logged for every power command received (`<time> power=0`, ...).
     pub fn power_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("power.log"))
@@ -206,7 +215,9 @@ impl Drop for IpmiSim {
 /// is `power:<0|1>` on stdout.
 fn hook_script(behaviour: PowerBehaviour) -> String {
     let set_power = match behaviour {
-        PowerBehaviour::Normal => r#"echo "$v" > "$state""#,
+        PowerBehaviour::Normal => {
+            r#"echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi"#
+        }
         PowerBehaviour::IgnoreOff => r#"[ "$v" = 0 ] || echo "$v" > "$state""#,
     };
     format!(

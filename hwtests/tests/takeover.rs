@@ -48,17 +48,19 @@ fn rig() -> Rig {
 
 /// The rig, with `failover` added to its `[failover]` table.
 fn rig_with(failover: &str) -> Rig {
+    rig_spec(
+        PairSpec::new(false, Some(Net::Loopback4), INTERVAL, DEADTIME),
+        failover,
+    )
+}
+
+/// The rig on links `spec`, with `failover` added to its `[failover]` table.
+fn rig_spec(spec: PairSpec, failover: &str) -> Rig {
     let bmcs = [
         IpmiSim::start(&IpmiSimConfig::default()),
         IpmiSim::start(&IpmiSimConfig::default()),
     ];
-    let pair = Pair::new(PairSpec::new(
-        false,
-        Some(Net::Loopback4),
-        INTERVAL,
-        DEADTIME,
-    ))
-    .expect("pair");
+    let pair = Pair::new(spec).expect("pair");
     let dir = pair.dir().to_path_buf();
     let script = dir.join("res.sh");
     fs::write(&script, RESOURCE_SCRIPT).expect("script");
@@ -371,4 +373,90 @@ fn a_resource_that_keeps_failing_its_monitor_is_restarted_then_the_group_moves()
         rig.bmcs[0].power_on() && rig.bmcs[1].power_on(),
         "a handover fences nobody"
     );
+}
+
+#[test]
+fn a_heartbeat_partition_leaves_one_holder_and_fences_the_other() {
+    // The serial cable is the only heartbeat path; the BMCs sit on another network (loopback),
+    // and a power-off through a BMC really ends that node's agent.
+    let mut rig = rig_spec(PairSpec::new(true, None, INTERVAL, DEADTIME), "");
+    let config = rig.pair.config.clone();
+    rig.pair.start(0).expect("start alpha");
+    rig.pair.start(1).expect("start beta");
+    for i in 0..2 {
+        let pid = u32::try_from(rig.pair.agent(i).pid().as_raw()).expect("pid");
+        rig.bmcs[i].wire_power_to(pid);
+    }
+    let deadline = Instant::now() + WAIT;
+    let holder = loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let standby = 1 - holder;
+
+    // Cut every heartbeat path: each node now thinks the other is dead.
+    let cut = Instant::now();
+    rig.pair.cable.as_ref().expect("cable").cut();
+    // The holder fences at once; the standby would wait the fence delay and is gone by then.
+    let deadline = Instant::now() + WAIT;
+    while rig.bmcs[standby].power_on() {
+        assert!(Instant::now() < deadline, "the standby was not fenced");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let fenced_after = cut.elapsed();
+    assert!(
+        rig.pair
+            .agent(standby)
+            .wait_exit(Duration::from_secs(5))
+            .is_some(),
+        "powering the standby off ends its agent"
+    );
+    let mut alive = [true, true];
+    alive[standby] = false;
+    // The holder keeps the group throughout; nobody else ever holds it.
+    wait_holder_powered(&config, holder, alive, alive);
+    std::thread::sleep(DEADTIME * 2);
+    wait_holder_powered(&config, holder, alive, alive);
+    assert!(rig.bmcs[holder].power_on(), "the holder was not fenced");
+    assert_eq!(
+        journal(rig.pair.dir())
+            .iter()
+            .filter(|l| l.contains("start storage"))
+            .count(),
+        1,
+        "the group was never started a second time: {:?}",
+        journal(rig.pair.dir())
+    );
+    eprintln!(
+        "partition: {} kept the group, {} powered off {} ms after the cut",
+        NAMES[holder],
+        NAMES[standby],
+        fenced_after.as_millis()
+    );
+
+    // The cable is mended and the fenced node powered on: it rejoins as standby.
+    rig.pair.cable.as_ref().expect("cable").restore();
+    rig.bmcs[standby].set_power_on(true);
+    rig.pair.start(standby).expect("restart");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let r = resources(&config, NAMES[standby]);
+        if r.as_ref()
+            .is_some_and(|r| r["holds"] == Value::Bool(false) && r["role"] == "Standby")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not rejoin: {r:?}",
+            NAMES[standby]
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_holder(&config, holder, [true, true]);
 }
