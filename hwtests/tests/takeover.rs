@@ -460,3 +460,160 @@ fn a_heartbeat_partition_leaves_one_holder_and_fences_the_other() {
     }
     wait_holder(&config, holder, [true, true]);
 }
+
+/// The faults of the chaos run.
+#[derive(Debug, Clone, Copy)]
+enum Fault {
+    KillHolder,
+    FreezeHolder,
+    Partition,
+    KillStandby,
+    Switchover,
+}
+
+/// A short chaos run on real processes: random faults in sequence, each followed by the checks
+/// (one holder, running the whole group; a node the BMC powered off is not counted; the epoch
+/// never goes back and grows with every change of holder), then the fenced or dead node
+/// brought back as standby. `CHAOS_SEED` replays a run; `CHAOS_FAULTS` sets its length
+/// (30 by default, as in CI).
+#[test]
+fn chaos_random_faults_keep_one_holder_and_a_growing_epoch() {
+    let faults: usize = std::env::var("CHAOS_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    eprintln!("chaos: {faults} faults, seed {seed} (replay with CHAOS_SEED={seed})");
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut rig = rig_spec(PairSpec::new(true, None, INTERVAL, DEADTIME), "");
+    let config = rig.pair.config.clone();
+    for i in 0..2 {
+        rig.pair.start(i).expect("start");
+        let pid = u32::try_from(rig.pair.agent(i).pid().as_raw()).expect("pid");
+        rig.bmcs[i].wire_power_to(pid);
+    }
+    let deadline = Instant::now() + WAIT;
+    let mut holder = loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let epoch_of = |node: &str| -> u64 {
+        resources(&config, node).map_or(0, |r| r["epoch"].as_u64().unwrap_or(0))
+    };
+    let mut epoch = epoch_of(NAMES[holder]);
+    for n in 0..faults {
+        let fault = match next() % 5 {
+            0 => Fault::KillHolder,
+            1 => Fault::FreezeHolder,
+            2 => Fault::Partition,
+            3 => Fault::KillStandby,
+            _ => Fault::Switchover,
+        };
+        let standby = 1 - holder;
+        let (expect, lost): (usize, Option<usize>) = match fault {
+            Fault::KillHolder => {
+                rig.pair.agent(holder).kill(Signal::SIGKILL).expect("kill");
+                (standby, Some(holder))
+            }
+            Fault::FreezeHolder => {
+                rig.pair.agent(holder).kill(Signal::SIGSTOP).expect("stop");
+                (standby, Some(holder))
+            }
+            Fault::Partition => {
+                rig.pair.cable.as_ref().expect("cable").cut();
+                (holder, Some(standby))
+            }
+            Fault::KillStandby => {
+                rig.pair.agent(standby).kill(Signal::SIGKILL).expect("kill");
+                (holder, Some(standby))
+            }
+            Fault::Switchover => {
+                let out = watchkeeper(&config, NAMES[holder], &["switchover"]);
+                assert_eq!(out.status.code(), Some(0), "fault {n}: {out:?}");
+                (standby, None)
+            }
+        };
+        let mut alive = [true, true];
+        if let Some(l) = lost {
+            alive[l] = false;
+        }
+        wait_holder_powered(&config, expect, alive, alive);
+        if matches!(
+            fault,
+            Fault::KillHolder | Fault::FreezeHolder | Fault::Partition
+        ) {
+            let victim = lost.unwrap_or(standby);
+            let deadline = Instant::now() + WAIT;
+            while rig.bmcs[victim].power_on() {
+                assert!(
+                    Instant::now() < deadline,
+                    "fault {n} {fault:?}: {} not fenced",
+                    NAMES[victim]
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        let now_epoch = epoch_of(NAMES[expect]);
+        assert!(
+            now_epoch >= epoch,
+            "fault {n} {fault:?}: epoch went back {epoch} -> {now_epoch}"
+        );
+        if expect != holder {
+            assert!(
+                now_epoch > epoch,
+                "fault {n} {fault:?}: new holder at the old epoch {epoch}"
+            );
+        }
+        epoch = now_epoch;
+        holder = expect;
+        // Bring everything back: mend the cable, power the lost node on and restart it.
+        rig.pair.cable.as_ref().expect("cable").restore();
+        if let Some(l) = lost {
+            let _ = rig.pair.agent(l).kill(Signal::SIGKILL);
+            let _ = rig.pair.agent(l).wait_exit(Duration::from_secs(5));
+            rig.bmcs[l].set_power_on(true);
+            rig.pair.start(l).expect("restart");
+            let pid = u32::try_from(rig.pair.agent(l).pid().as_raw()).expect("pid");
+            rig.bmcs[l].wire_power_to(pid);
+        }
+        let other = 1 - holder;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let r = resources(&config, NAMES[other]);
+            if r.as_ref()
+                .is_some_and(|r| r["holds"] == Value::Bool(false) && r["role"] == "Standby")
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "fault {n} {fault:?}: {} did not rejoin: {r:?}",
+                NAMES[other]
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_holder(&config, holder, [true, true]);
+        eprintln!(
+            "fault {n:>2}: {fault:?} -> {} holds at epoch {epoch}",
+            NAMES[holder]
+        );
+    }
+}
