@@ -124,7 +124,15 @@ fn wait_for(what: &str, mut pred: impl FnMut() -> bool) {
 fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
     let rig = rig();
     let config = rig.config.clone();
+    // alpha runs as under systemd with WatchdogSec: its main loop pings this socket.
+    let notify_path = rig.dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify.set_nonblocking(true).expect("nonblocking");
+    std::env::set_var("NOTIFY_SOCKET", &notify_path);
+    std::env::set_var("WATCHDOG_USEC", "400000");
     let _alpha = start(&rig, "alpha");
+    std::env::remove_var("NOTIFY_SOCKET");
+    std::env::remove_var("WATCHDOG_USEC");
     let _beta = start(&rig, "beta");
     // A witness: with no fence device for alpha, beta needs a majority to rely on alpha's
     // watchdog having reset it.
@@ -152,8 +160,22 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
         .last()
         .copied()
         .expect("feeds before the failure");
-    // Past the last feed nothing more arrives, and no magic close lets the device off.
+    // Past the last feed nothing more arrives, and no magic close lets the device off; but
+    // the main loop still pings systemd, so systemd does not restart the agent (whose next run
+    // would feed the device again and cancel the reset the peer waits for).
+    let mut buf = [0u8; 256];
+    while notify.recv(&mut buf).is_ok() {}
     std::thread::sleep(Duration::from_millis(500));
+    let mut pings = 0;
+    while let Ok(n) = notify.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert!(
+        pings >= 1,
+        "alpha stopped pinging systemd after self-fencing"
+    );
     assert_eq!(
         rig.fifo.feeds().last().copied(),
         Some(last_feed),

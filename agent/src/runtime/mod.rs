@@ -319,6 +319,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
     let mut actions = Vec::new();
     loop {
         let now = Instant::now();
+        watchdog.tick();
         while let Some(a) = engine.poll_action() {
             actions.push(a);
         }
@@ -333,7 +334,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                         s.send(hb);
                     }
                 }
-                Action::FeedWatchdog => watchdog.tick(),
+                Action::FeedWatchdog => watchdog.progress(),
                 Action::StarveWatchdog { reason } => {
                     tracing::error!(event = "self_fence", %reason, "self-fencing: {reason}");
                     if let Some(f) = watchdog.feeder() {

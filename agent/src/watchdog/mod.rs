@@ -170,12 +170,21 @@ impl NodeWatchdog {
         self.systemd.ready(status);
     }
 
-    /// Called once per main-loop iteration: proves progress to the feeder, pings systemd's
-    /// watchdog when due, and logs keepalive failures the feeder thread counted.
-    pub fn tick(&mut self) {
+    /// The engine's word that the host may go on: proves progress to the feeder, which keeps
+    /// feeding the hardware watchdog only while this keeps coming.
+    pub fn progress(&mut self) {
         if let Some(progress) = &self.progress {
             progress.bump();
         }
+    }
+
+    /// Called once per main-loop iteration: pings systemd's watchdog when due, and logs
+    /// keepalive failures the feeder thread counted.
+    ///
+    /// It does not feed the hardware watchdog (that is [`Self::progress`]): after a self-fence
+    /// the loop goes on and keeps systemd content, so systemd does not restart the agent, whose
+    /// next run would feed the device again and undo the reset the peer is waiting for.
+    pub fn tick(&mut self) {
         self.systemd.tick();
         if let Some(feeder) = &self.feeder {
             let stats = feeder.stats();
