@@ -140,6 +140,15 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
     let holding = |n: &str| report(&config, n)["resources"][0]["state"] == "running";
     wait_for("a holder", || holding("alpha") || holding("beta"));
     if holding("beta") {
+        // With the witness, beta may have been elected before it heard alpha: a handover needs
+        // the new holder alive.
+        wait_for("beta hears alpha", || {
+            let out = watchkeeper(&config, "beta", &["status", "--json"]);
+            let st: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+            st["peers"]
+                .as_array()
+                .is_some_and(|p| p.iter().any(|p| p["name"] == "alpha" && p["alive"] == true))
+        });
         let out = watchkeeper(&config, "beta", &["switchover", "alpha"]);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         wait_for("alpha holds", || holding("alpha"));

@@ -285,13 +285,25 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         seed,
         Instant::now(),
     );
+    // Reading OCF agents' meta-data may take a few seconds; the watchdog is armed already, so
+    // the loop proves progress meanwhile (nothing is held yet).
+    let slots = {
+        let building = crate::group::slots(&config, &me);
+        tokio::pin!(building);
+        loop {
+            tokio::select! {
+                slots = &mut building => break slots,
+                () = tokio::time::sleep(STARTUP_PROGRESS) => watchdog.progress(),
+            }
+        }
+    };
     let mut driver = driver::Driver {
         config: config.clone(),
         local,
         state_dir: state_dir.clone(),
         results: results_tx,
         devices: fence_devices(&config),
-        slots: crate::group::slots(&config, &me).await,
+        slots,
         tasks: JoinSet::new(),
         resource_actions: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         health: std::collections::BTreeMap::new(),
@@ -683,6 +695,8 @@ const EVENT_QUEUE: usize = 4096;
 const CONTROL_QUEUE: usize = 16;
 /// How long link tasks get to notice shutdown.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// How often start-up work proves progress to the watchdog feeder.
+const STARTUP_PROGRESS: Duration = Duration::from_millis(200);
 /// Results of device and resource tasks waiting for the main loop.
 const RESULT_QUEUE: usize = 64;
 /// How long a shutdown waits for the group to be handed over or stopped before giving up (and
