@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use drivers::link::serial::{SerialError, SerialParams, SerialPort};
 use drivers::link::udp::{UdpError, UdpParams, UdpPort};
 use drivers::link::{LinkCommon, LinkCounters, LinkEvent, LinkSender};
-use proto::{Flags, Heartbeat, NodeId, Role, View};
+use proto::NodeId;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -578,31 +578,6 @@ fn fence_devices(config: &Config) -> std::collections::BTreeMap<String, driver::
         }
     }
     devices
-}
-
-/// The heartbeat a node without an engine would announce: a standby holding nothing, with the
-/// peers it sees alive (kept for tests of the frame layout).
-#[allow(dead_code)]
-fn announce(config: &Config, local: NodeId, incarnation: u32, liveness: &Liveness) -> Heartbeat {
-    let mut view = View::default();
-    view.insert(local);
-    for p in liveness.peers().iter().filter(|p| p.alive) {
-        view.insert(p.id);
-    }
-    Heartbeat {
-        cluster_id: config.cluster.id,
-        sender: local,
-        link: 0,
-        role: Role::Standby,
-        flags: Flags::default(),
-        holder: None,
-        prior: None,
-        incarnation,
-        sequence: 0,
-        epoch: 0,
-        view,
-        seen_epoch: 0,
-    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
