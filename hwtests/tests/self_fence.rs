@@ -127,7 +127,27 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
     // alpha runs as under systemd with WatchdogSec: its main loop pings this socket.
     let notify_path = rig.dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("notify socket");
-    notify.set_nonblocking(true).expect("nonblocking");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("read timeout");
+    // Read it at once, as systemd does: a full socket (10 datagrams) would block the sender.
+    let pings = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let stop_reader = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (pings, stop) = (pings.clone(), stop_reader.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(n) = notify.recv(&mut buf) {
+                    if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
+                        if let Ok(mut p) = pings.lock() {
+                            p.push(Instant::now());
+                        }
+                    }
+                }
+            }
+        })
+    };
     std::env::set_var("NOTIFY_SOCKET", &notify_path);
     std::env::set_var("WATCHDOG_USEC", "400000");
     let _alpha = start(&rig, "alpha");
@@ -172,17 +192,14 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
     // Past the last feed nothing more arrives, and no magic close lets the device off; but
     // the main loop still pings systemd, so systemd does not restart the agent (whose next run
     // would feed the device again and cancel the reset the peer waits for).
-    let mut buf = [0u8; 256];
-    while notify.recv(&mut buf).is_ok() {}
+    let window = Instant::now();
     std::thread::sleep(Duration::from_millis(500));
-    let mut pings = 0;
-    while let Ok(n) = notify.recv(&mut buf) {
-        if String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1") {
-            pings += 1;
-        }
-    }
+    let recent = pings
+        .lock()
+        .map(|p| p.iter().filter(|t| **t >= window).count())
+        .unwrap_or(0);
     assert!(
-        pings >= 1,
+        recent >= 1,
         "alpha stopped pinging systemd after self-fencing"
     );
     assert_eq!(
@@ -240,4 +257,6 @@ fn a_holder_that_cannot_stop_starves_its_watchdog_and_the_peer_waits_for_it() {
         gap >= WATCHDOG,
         "beta started the group {gap:?} after alpha's last feed, before alpha's {WATCHDOG:?} watchdog could have reset it"
     );
+    stop_reader.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = reader.join();
 }
