@@ -129,28 +129,35 @@ pub fn build(config: &ResourceConfig, node: &str) -> Result<Box<dyn Resource>, S
             password_file,
             primary_conninfo,
             rejoin,
-        } => PgsqlResource::new(
-            name.clone(),
-            PgsqlParams {
-                bindir: bindir.clone(),
-                datadir: datadir.clone(),
-                port: *port,
-                host: host.clone(),
-                user: user.clone(),
-                superuser: superuser.clone(),
-                password_file: password_file.clone(),
-                primary_conninfo: primary_conninfo
-                    .as_ref()
-                    .and_then(|c| c.for_node(node))
-                    .cloned(),
-                rejoin: match rejoin {
-                    RejoinWord::Rewind => RejoinPolicy::Rewind,
-                    RejoinWord::Reclone => RejoinPolicy::Reclone,
-                    RejoinWord::Manual => RejoinPolicy::Manual,
+        } => match (datadir.for_node(node), port.for_node(node)) {
+            (Some(datadir), Some(port)) => PgsqlResource::new(
+                name.clone(),
+                PgsqlParams {
+                    bindir: bindir.clone(),
+                    datadir: datadir.clone(),
+                    port: *port,
+                    host: host.clone(),
+                    user: user.clone(),
+                    superuser: superuser.clone(),
+                    password_file: password_file.clone(),
+                    primary_conninfo: primary_conninfo
+                        .as_ref()
+                        .and_then(|c| c.for_node(node))
+                        .cloned(),
+                    rejoin: match rejoin {
+                        RejoinWord::Rewind => RejoinPolicy::Rewind,
+                        RejoinWord::Reclone => RejoinPolicy::Reclone,
+                        RejoinWord::Manual => RejoinPolicy::Manual,
+                    },
                 },
-            },
-        )
-        .map(|r| Box::new(r) as Box<dyn Resource>),
+            )
+            .map(|r| Box::new(r) as Box<dyn Resource>),
+            _ => {
+                return Err(format!(
+                    "pgsql {name} names no data directory or port for node {node}"
+                ))
+            }
+        },
     };
     built.map_err(|e| e.to_string())
 }

@@ -146,6 +146,16 @@ const CASES: &[common::Case] = &[
         expected: "{file}:55:9: resource[4].start: start must start with the program's absolute path, e.g. [\"/usr/local/sbin/bacula-ctl\", \"start\"]",
     },
     common::Case {
+        name: "pgsql_relative_datadir_for_one_node",
+        edits: &[("datadir = \"/var/lib/postgresql/15/main\"", "datadir = { alpha = \"/srv/pg\", beta = \"srv/pg\" }")],
+        expected: "{file}:35:11: resource[1].datadir.beta: datadir \"srv/pg\" is not an absolute path: expected e.g. \"/var/lib/postgresql/15/main\"",
+    },
+    common::Case {
+        name: "pgsql_port_missing_for_a_node",
+        edits: &[("user = \"postgres\"", "user = \"postgres\"\nport = { alpha = 5432 }")],
+        expected: "{file}:37:8: resource[1].port: port is given per node but not for beta: every node needs one",
+    },
+    common::Case {
         name: "restart_limit_out_of_range",
         edits: &[("restart_limit = 2", "restart_limit = 50")],
         expected: "{file}:6:17: failover.restart_limit: restart_limit 50 is out of range: expected 0 (hand over at the first monitor failure) to 10",
@@ -201,7 +211,7 @@ fn the_bacula_group_turns_into_typed_values_in_start_order() {
     else {
         panic!("catalog is {:?}", c.resources[1].kind)
     };
-    assert_eq!(*port, config::DEFAULT_PG_PORT);
+    assert_eq!(*port, PerNode::All(config::DEFAULT_PG_PORT));
     assert_eq!(*rejoin, RejoinWord::Rewind);
     assert_eq!(host, "/var/run/postgresql");
     assert_eq!(superuser, "postgres");

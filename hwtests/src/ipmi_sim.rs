@@ -139,6 +139,19 @@ impl IpmiSim {
         std::fs::write(path, format!("{pid}\n")).expect("pid file");
     }
 
+    /// From now on, acknowledges power-off commands without acting on them (a stuck relay, a
+    /// lying BMC), or (`false`) obeys them again: [`PowerBehaviour::IgnoreOff`] switched at
+    /// run time.
+    pub fn set_ignore_off(&self, ignore: bool) {
+        let mut path = self.power_file().into_os_string();
+        path.push(".ignore-off");
+        if ignore {
+            std::fs::write(path, "1\n").expect("ignore-off file");
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     /// Lines the hook logged for every power command received (`<time> power=0`, ...).
     pub fn power_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("power.log"))
@@ -151,7 +164,8 @@ impl IpmiSim {
         std::fs::read_to_string(self.dir.path().join("ipmi_sim.log")).unwrap_or_default()
     }
 
-    fn power_file(&self) -> PathBuf {
+    /// The file holding the chassis power (`1` on, `0` off), which the BMC's hook keeps.
+    pub fn power_file(&self) -> PathBuf {
         self.dir.path().join("power")
     }
 
@@ -216,7 +230,7 @@ impl Drop for IpmiSim {
 fn hook_script(behaviour: PowerBehaviour) -> String {
     let set_power = match behaviour {
         PowerBehaviour::Normal => {
-            r#"echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi"#
+            r#"if [ "$v" = 0 ] && [ -e "$state.ignore-off" ]; then :; else echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi; fi"#
         }
         PowerBehaviour::IgnoreOff => r#"[ "$v" = 0 ] || echo "$v" > "$state""#,
     };

@@ -22,6 +22,8 @@
 //!   stopped by PID, for the Catalog executor tests.
 //! - [`hyperfine::Hyperfine`]: whole-process timings (median, min, max) of fence agents under
 //!   hyperfine, for the fencing benchmarks.
+//! - [`rig`]: a cluster described in a TOML file, built with namespaces, relays, BMCs and a
+//!   Catalog, and the fault scenarios and chaos runs that check the engine's rules on it.
 //! - [`free_udp_port`] and friends: loopback-only UDP ports for heartbeat links.
 //!
 //! Everything here stays on the machine: network traffic goes to loopback only, processes are
@@ -37,6 +39,7 @@ pub mod netns;
 pub mod pair;
 pub mod pg;
 pub mod qemu;
+pub mod rig;
 pub mod snmpd;
 pub mod status;
 pub mod sushy;

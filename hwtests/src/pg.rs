@@ -275,27 +275,20 @@ impl PgCluster {
         }
     }
 
-    /// Runs `sql` on `node` as the superuser over TCP; the unaligned, tuples-only answer, or
+    /// Runs `sql` on `node` as the superuser over the Unix socket; the unaligned, tuples-only answer, or
     /// psql's stderr.
     pub fn sql(&self, node: Node, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new(self.bindir.join("psql"));
-        cmd.args([
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-w",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-h",
-            "127.0.0.1",
-        ])
-        .arg("-p")
-        .arg(self.port(node).to_string())
-        .args(["-U", "postgres", "-d", "postgres", "-c", sql])
-        .env("PGPASSFILE", self.password_file())
-        .env("PGCONNECT_TIMEOUT", "5")
-        .env("LC_ALL", "C");
+        cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-h"])
+            // The Unix socket directory: it reaches a server whichever network namespace it
+            // listens in (an agent inside a namespace may have started it).
+            .arg(self.root.path().join("sock"))
+            .arg("-p")
+            .arg(self.port(node).to_string())
+            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+            .env("PGPASSFILE", self.password_file())
+            .env("PGCONNECT_TIMEOUT", "5")
+            .env("LC_ALL", "C");
         let out = run_bounded(&mut cmd, SQL_TIMEOUT).map_err(|e| format!("psql: {e}"))?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())

@@ -128,10 +128,10 @@ pub enum ResourceKind {
     Pgsql {
         /// Directory of pg_ctl, pg_rewind, psql, ...
         bindir: PathBuf,
-        /// Data directory.
-        datadir: PathBuf,
-        /// Port.
-        port: u16,
+        /// Data directory (one path, or one per node).
+        datadir: PerNode<PathBuf>,
+        /// Port (one, or one per node).
+        port: PerNode<u16>,
         /// Host or socket directory for local connections.
         host: String,
         /// OS user that runs the server (e.g. postgres).
@@ -213,8 +213,8 @@ pub(super) struct RawResource {
     address: Option<Spanned<String>>,
     interface: Option<Spanned<toml::Value>>,
     bindir: Option<Spanned<String>>,
-    datadir: Option<Spanned<String>>,
-    port: Option<Spanned<i64>>,
+    datadir: Option<Spanned<toml::Value>>,
+    port: Option<Spanned<toml::Value>>,
     host: Option<Spanned<String>>,
     user: Option<Spanned<String>>,
     superuser: Option<Spanned<String>>,
@@ -439,6 +439,127 @@ impl Converter<'_> {
                 );
                 None
             }
+        }
+    }
+
+    /// Every path of a per-node value must be absolute.
+    fn absolute_per_node(
+        &mut self,
+        v: &Spanned<toml::Value>,
+        per: PerNode<String>,
+        key: &str,
+    ) -> Option<PerNode<PathBuf>> {
+        let field = key.rsplit('.').next().unwrap_or(key).to_owned();
+        let check = |this: &mut Self, text: String, key: String| {
+            let path = PathBuf::from(&text);
+            if path.is_absolute() {
+                Some(path)
+            } else {
+                this.error(
+                    v.span(),
+                    key,
+                    format!(
+                        "{field} {text:?} is not an absolute path: expected e.g. \"/var/lib/postgresql/15/main\""
+                    ),
+                );
+                None
+            }
+        };
+        match per {
+            PerNode::All(text) => check(self, text, key.to_owned()).map(PerNode::All),
+            PerNode::ByNode(map) => {
+                let mut out = BTreeMap::new();
+                let mut ok = true;
+                for (node, text) in map {
+                    match check(self, text, format!("{key}.{node}")) {
+                        Some(p) => {
+                            out.insert(node, p);
+                        }
+                        None => ok = false,
+                    }
+                }
+                ok.then_some(PerNode::ByNode(out))
+            }
+        }
+    }
+
+    /// A TCP port, or a table of ports by node name naming every node.
+    fn per_node_port(
+        &mut self,
+        v: &Spanned<toml::Value>,
+        key: &str,
+        nodes: &[&str],
+    ) -> Option<PerNode<u16>> {
+        let port = |value: &toml::Value| {
+            value
+                .as_integer()
+                .and_then(|i| u16::try_from(i).ok())
+                .filter(|p| *p > 0)
+        };
+        let bad = format!(
+            "expected 1 to 65535, or one per node: port = {{ {} }}",
+            nodes
+                .iter()
+                .zip(5432..)
+                .map(|(n, p)| format!("{n} = {p}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        match v.get_ref() {
+            toml::Value::Table(t) => {
+                let mut map = BTreeMap::new();
+                let mut ok = true;
+                for (node, value) in t {
+                    if !nodes.contains(&node.as_str()) {
+                        self.error(
+                            v.span(),
+                            format!("{key}.{node}"),
+                            format!(
+                                "node {node} is not defined; defined nodes: {}",
+                                nodes.join(", ")
+                            ),
+                        );
+                        ok = false;
+                    } else if let Some(p) = port(value) {
+                        map.insert(node.clone(), p);
+                    } else {
+                        self.error(
+                            v.span(),
+                            format!("{key}.{node}"),
+                            format!("port {value} is not a TCP port: {bad}"),
+                        );
+                        ok = false;
+                    }
+                }
+                let missing: Vec<&str> = nodes
+                    .iter()
+                    .copied()
+                    .filter(|n| !t.contains_key(*n))
+                    .collect();
+                if !missing.is_empty() {
+                    self.error(
+                        v.span(),
+                        key,
+                        format!(
+                            "port is given per node but not for {}: every node needs one",
+                            missing.join(", ")
+                        ),
+                    );
+                    ok = false;
+                }
+                ok.then_some(PerNode::ByNode(map))
+            }
+            other => match port(other) {
+                Some(p) => Some(PerNode::All(p)),
+                None => {
+                    self.error(
+                        v.span(),
+                        key,
+                        format!("port {other} is not a TCP port: {bad}"),
+                    );
+                    None
+                }
+            },
         }
     }
 
@@ -770,39 +891,28 @@ impl Converter<'_> {
                     )
                 })
             });
-        let datadir = self
-            .required_str(
-                r,
-                r.datadir.as_ref(),
-                key,
-                "datadir",
-                "\"/var/lib/postgresql/15/main\"",
-            )
-            .and_then(|_| {
-                r.datadir.as_ref().and_then(|d| {
-                    self.absolute(
-                        d,
-                        &format!("{key}.datadir"),
-                        "\"/var/lib/postgresql/15/main\"",
-                    )
-                })
-            });
+        let datadir = match &r.datadir {
+            None => {
+                self.error(
+                    r.name.span(),
+                    format!("{key}.datadir"),
+                    "pgsql resource needs `datadir`, e.g. datadir = \"/var/lib/postgresql/15/main\""
+                        .to_owned(),
+                );
+                None
+            }
+            Some(d) => self
+                .per_node(
+                    d,
+                    &format!("{key}.datadir"),
+                    nodes,
+                    "\"/var/lib/postgresql/15/main\"",
+                )
+                .and_then(|per| self.absolute_per_node(d, per, &format!("{key}.datadir"))),
+        };
         let port = match &r.port {
-            None => Some(DEFAULT_PG_PORT),
-            Some(p) => match u16::try_from(*p.get_ref()) {
-                Ok(v) if v > 0 => Some(v),
-                _ => {
-                    self.error(
-                        p.span(),
-                        format!("{key}.port"),
-                        format!(
-                            "port {} is not a TCP port: expected 1 to 65535",
-                            p.get_ref()
-                        ),
-                    );
-                    None
-                }
-            },
+            None => Some(PerNode::All(DEFAULT_PG_PORT)),
+            Some(p) => self.per_node_port(p, &format!("{key}.port"), nodes),
         };
         let password_file = match &r.password_file {
             None => Some(None),

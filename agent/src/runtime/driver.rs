@@ -102,6 +102,61 @@ pub(crate) struct Driver {
     pub(crate) resource_actions: Arc<std::sync::atomic::AtomicUsize>,
     /// What the background checks found about each fence device.
     pub(crate) health: BTreeMap<String, Arc<StdMutex<DeviceHealth>>>,
+    /// The ownership record writer's queue, started with the first record.
+    pub(crate) persist_tx: Option<mpsc::Sender<Durable>>,
+}
+
+/// Ownership records waiting to be written: the engine has at most a few in flight.
+const PERSIST_QUEUE: usize = 16;
+/// First pause before writing a record again after a failure; it doubles up to the maximum.
+const PERSIST_RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest pause between attempts: a freed disk is used within this.
+const PERSIST_RETRY_MAX: Duration = Duration::from_secs(1);
+/// A record that keeps failing is reported again this often.
+const PERSIST_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// Writes each record in turn, retrying a failed write until it succeeds, then tells the
+/// engine; ends when the driver drops its sender or the engine's input is closed.
+async fn persist_worker(
+    dir: PathBuf,
+    mut rx: mpsc::Receiver<Durable>,
+    results: mpsc::Sender<Input>,
+) {
+    while let Some(durable) = rx.recv().await {
+        let began = Instant::now();
+        let mut pause = PERSIST_RETRY_FIRST;
+        let mut reported: Option<Instant> = None;
+        loop {
+            let d = dir.clone();
+            match tokio::task::spawn_blocking(move || super::durable::save(&d, &durable)).await {
+                Ok(Ok(())) => break,
+                Ok(Err(e)) => {
+                    if reported.is_none_or(|t| t.elapsed() >= PERSIST_REPORT_EVERY) {
+                        tracing::error!(event = "persist_failed", epoch = durable.epoch, error = %e,
+                            "cannot persist epoch {}: {e}; nothing is announced or taken over until it is written (retrying)", durable.epoch);
+                        reported = Some(Instant::now());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(event = "persist_failed", error = %e, "persist task failed (retrying)");
+                }
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(PERSIST_RETRY_MAX);
+        }
+        if reported.is_some() {
+            tracing::warn!(
+                event = "persist_recovered",
+                epoch = durable.epoch,
+                "epoch {} persisted after {} ms of failed writes",
+                durable.epoch,
+                began.elapsed().as_millis()
+            );
+        }
+        if results.send(Input::Persisted(durable)).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// The last background check of a fence device.
@@ -259,22 +314,29 @@ impl Driver {
     }
 
     /// Writes the ownership record, then tells the engine.
+    ///
+    /// Records are written by one worker, in the order the engine asked for them, because the
+    /// engine matches each `Persisted` against the oldest record it is waiting for. A write
+    /// that fails (a full or read-only state directory) is retried until it succeeds: the
+    /// engine announces, votes and takes over nothing while it waits, which is the safe
+    /// stall, and it carries on by itself once the disk has room again.
     pub(crate) fn persist(&mut self, durable: Durable) {
-        let dir = self.state_dir.clone();
-        let results = self.results.clone();
-        self.tasks.spawn(async move {
-            let saved = tokio::task::spawn_blocking(move || super::durable::save(&dir, &durable))
-                .await;
-            match saved {
-                Ok(Ok(())) => {
-                    let _ = results.send(Input::Persisted(durable)).await;
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(event = "persist_failed", error = %e, "cannot persist epoch {}: {e}; the epoch is not announced", durable.epoch);
-                }
-                Err(e) => tracing::error!(event = "persist_failed", error = %e, "persist task failed"),
+        if self.persist_tx.as_ref().is_none_or(mpsc::Sender::is_closed) {
+            let (tx, rx) = mpsc::channel(PERSIST_QUEUE);
+            let dir = self.state_dir.clone();
+            let results = self.results.clone();
+            self.tasks.spawn(persist_worker(dir, rx, results));
+            self.persist_tx = Some(tx);
+        }
+        if let Some(tx) = &self.persist_tx {
+            if let Err(e) = tx.try_send(durable) {
+                tracing::error!(
+                    event = "persist_failed",
+                    epoch = durable.epoch,
+                    "ownership record queue: {e}"
+                );
             }
-        });
+        }
     }
 
     /// Starts or stops resource `index` and reports the outcome.
@@ -716,6 +778,7 @@ mod tests {
             tasks: JoinSet::new(),
             resource_actions: Arc::default(),
             health: BTreeMap::new(),
+            persist_tx: None,
         }
     }
 

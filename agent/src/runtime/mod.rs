@@ -307,6 +307,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         tasks: JoinSet::new(),
         resource_actions: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         health: std::collections::BTreeMap::new(),
+        persist_tx: None,
     };
     driver.check_devices(Instant::now());
     tracing::info!(

@@ -1,0 +1,522 @@
+//! The rig description: which hosts a test cluster has, how they are cabled, how each is
+//! fenced and which resources the group holds, in a TOML file that names things the way a
+//! wiring diagram would, so that the same scenarios can be pointed at another rig.
+//!
+//! ```toml
+//! name = "pair"
+//!
+//! [timing]
+//! heartbeat_interval = "100ms"
+//! deadtime = "600ms"
+//! fence_delay = "300ms"
+//!
+//! [[host]]
+//! name = "alpha"
+//! fence = ["ipmi"]          # fencing levels, first tried first
+//!
+//! [[host]]
+//! name = "beta"
+//! fence = ["ipmi"]
+//!
+//! [[cable]]                 # a serial heartbeat cable
+//! between = ["alpha", "beta"]
+//!
+//! [ethernet]                # the UDP heartbeat network; every host is on it unless listed
+//! hosts = ["alpha", "beta"]
+//!
+//! [[resource]]              # the group, in start order
+//! name = "catalog"
+//! kind = "pgsql"            # marker | vip | pgsql
+//! ```
+//!
+//! Errors name the file and, for syntax and type errors, the line (from the TOML parser); for
+//! a wrong value, the key path (`host[2].fence[0]`) and what is expected.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A rig description could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DescError {
+    /// The file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML syntax or a wrong type (the message names line and column).
+    #[error("{}: {message}", path.display())]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value that parses but cannot be built.
+    #[error("{}: {key}: {message}", path.display())]
+    Value {
+        /// The file.
+        path: PathBuf,
+        /// The key path, e.g. `cable[0].between`.
+        key: String,
+        /// What is wrong and what is expected.
+        message: String,
+    },
+}
+
+/// How a host is fenced at one level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FenceKind {
+    /// A BMC over IPMI v2.0 (RMCP+): `ipmi_sim` on the emulated rig.
+    Ipmi,
+}
+
+/// A resource of the group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// A script that records where it runs: the stand-in for a daemon.
+    Marker,
+    /// A virtual IP address on the host's LAN interface (needs network namespaces).
+    Vip {
+        /// Address with prefix, e.g. `10.79.0.100/24`.
+        address: String,
+    },
+    /// The Catalog: a PostgreSQL primary on the holder, a streaming standby on the other host.
+    Pgsql,
+}
+
+/// One host.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// Node name.
+    pub name: String,
+    /// A witness votes but holds nothing and is never fenced.
+    pub witness: bool,
+    /// Fencing levels.
+    pub fence: Vec<FenceKind>,
+}
+
+/// One resource.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Resource name.
+    pub name: String,
+    /// What it is.
+    pub kind: ResourceKind,
+}
+
+/// A parsed, checked rig description.
+#[derive(Debug, Clone)]
+pub struct RigDesc {
+    /// The rig's name.
+    pub name: String,
+    /// Heartbeat interval.
+    pub interval: Duration,
+    /// Deadtime.
+    pub deadtime: Duration,
+    /// The holder's head start in a fence race.
+    pub fence_delay: Duration,
+    /// Hosts, in node-id order (id = index + 1).
+    pub hosts: Vec<Host>,
+    /// Serial cables, as host indexes.
+    pub cables: Vec<[usize; 2]>,
+    /// Hosts on the UDP heartbeat network (empty: no such link).
+    pub ethernet: Vec<usize>,
+    /// The group, in start order.
+    pub resources: Vec<Resource>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    name: String,
+    #[serde(default)]
+    timing: RawTiming,
+    #[serde(default)]
+    host: Vec<RawHost>,
+    #[serde(default)]
+    cable: Vec<RawCable>,
+    ethernet: Option<RawEthernet>,
+    #[serde(default)]
+    resource: Vec<RawResource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTiming {
+    heartbeat_interval: Option<String>,
+    deadtime: Option<String>,
+    fence_delay: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHost {
+    name: String,
+    #[serde(default)]
+    witness: bool,
+    #[serde(default)]
+    fence: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCable {
+    between: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEthernet {
+    hosts: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResource {
+    name: String,
+    kind: String,
+    address: Option<String>,
+}
+
+impl RigDesc {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, DescError> {
+        let text = std::fs::read_to_string(path).map_err(|source| DescError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Parses and checks `text`, naming `path` in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Self, DescError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| DescError::Syntax {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let bad = |key: String, message: String| DescError::Value {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        let duration = |key: &str, value: &Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(v) => parse_duration(v).ok_or_else(|| {
+                bad(
+                    format!("timing.{key}"),
+                    format!("{v:?} is not a duration such as \"100ms\" or \"1s\""),
+                )
+            }),
+        };
+        let interval = duration(
+            "heartbeat_interval",
+            &raw.timing.heartbeat_interval,
+            Duration::from_millis(100),
+        )?;
+        let deadtime = duration("deadtime", &raw.timing.deadtime, Duration::from_secs(1))?;
+        let fence_delay = duration(
+            "fence_delay",
+            &raw.timing.fence_delay,
+            Duration::from_millis(500),
+        )?;
+        if raw.host.len() < 2 || raw.host.len() > 3 {
+            return Err(bad(
+                "host".into(),
+                format!(
+                    "{} hosts: a rig has two hosts, or two and a witness",
+                    raw.host.len()
+                ),
+            ));
+        }
+        let mut hosts = Vec::new();
+        for (i, h) in raw.host.iter().enumerate() {
+            if h.name.is_empty()
+                || !h
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            {
+                return Err(bad(
+                    format!("host[{i}].name"),
+                    format!("{:?}: use lowercase letters, digits and '-'", h.name),
+                ));
+            }
+            if hosts.iter().any(|o: &Host| o.name == h.name) {
+                return Err(bad(
+                    format!("host[{i}].name"),
+                    format!("{:?} is named twice", h.name),
+                ));
+            }
+            let mut fence = Vec::new();
+            for (j, f) in h.fence.iter().enumerate() {
+                match f.as_str() {
+                    "ipmi" => fence.push(FenceKind::Ipmi),
+                    other => {
+                        return Err(bad(
+                            format!("host[{i}].fence[{j}]"),
+                            format!("unknown fence device kind {other:?}: expected \"ipmi\""),
+                        ))
+                    }
+                }
+            }
+            if h.witness && !fence.is_empty() {
+                return Err(bad(
+                    format!("host[{i}].fence"),
+                    "a witness holds nothing and is never fenced: remove `fence`".into(),
+                ));
+            }
+            if !h.witness && fence.is_empty() {
+                return Err(bad(
+                    format!("host[{i}].fence"),
+                    "a host that can hold the group needs a fence device, e.g. fence = [\"ipmi\"]"
+                        .into(),
+                ));
+            }
+            hosts.push(Host {
+                name: h.name.clone(),
+                witness: h.witness,
+                fence,
+            });
+        }
+        if hosts.iter().filter(|h| !h.witness).count() != 2 {
+            return Err(bad(
+                "host".into(),
+                "exactly two hosts hold the group (the third, if any, is `witness = true`)".into(),
+            ));
+        }
+        let index = |key: String, name: &str| {
+            hosts
+                .iter()
+                .position(|h| h.name == name)
+                .ok_or_else(|| bad(key, format!("no host is named {name:?}")))
+        };
+        let mut cables = Vec::new();
+        for (i, c) in raw.cable.iter().enumerate() {
+            let key = format!("cable[{i}].between");
+            let [a, b] = c.between.as_slice() else {
+                return Err(bad(key, "a cable joins exactly two hosts".into()));
+            };
+            let ends = [index(key.clone(), a)?, index(key.clone(), b)?];
+            if ends[0] == ends[1] {
+                return Err(bad(key, "a cable joins two different hosts".into()));
+            }
+            cables.push(ends);
+        }
+        let ethernet = match &raw.ethernet {
+            None => Vec::new(),
+            Some(RawEthernet { hosts: None }) => (0..hosts.len()).collect(),
+            Some(RawEthernet { hosts: Some(list) }) => list
+                .iter()
+                .enumerate()
+                .map(|(i, n)| index(format!("ethernet.hosts[{i}]"), n))
+                .collect::<Result<_, _>>()?,
+        };
+        for (i, h) in hosts.iter().enumerate() {
+            let linked = ethernet.contains(&i) || cables.iter().any(|c| c.contains(&i));
+            if !linked {
+                return Err(bad(
+                    "ethernet.hosts".into(),
+                    format!(
+                        "host {:?} has no heartbeat link (no cable, not on ethernet)",
+                        h.name
+                    ),
+                ));
+            }
+        }
+        let mut resources = Vec::new();
+        for (i, r) in raw.resource.iter().enumerate() {
+            let kind = match (r.kind.as_str(), &r.address) {
+                ("marker", None) => ResourceKind::Marker,
+                ("pgsql", None) => ResourceKind::Pgsql,
+                ("vip", Some(a)) => {
+                    let ok = a.split_once('/').is_some_and(|(ip, len)| {
+                        ip.parse::<std::net::IpAddr>().is_ok() && len.parse::<u8>().is_ok()
+                    });
+                    if !ok {
+                        return Err(bad(
+                            format!("resource[{i}].address"),
+                            format!(
+                                "{a:?} is not an address with a prefix, e.g. \"10.79.0.100/24\""
+                            ),
+                        ));
+                    }
+                    ResourceKind::Vip { address: a.clone() }
+                }
+                ("vip", None) => {
+                    return Err(bad(
+                        format!("resource[{i}].address"),
+                        "a vip needs `address`, e.g. \"10.79.0.100/24\"".into(),
+                    ))
+                }
+                ("marker" | "pgsql", Some(_)) => {
+                    return Err(bad(
+                        format!("resource[{i}].address"),
+                        "only a vip has an address".into(),
+                    ))
+                }
+                (other, _) => {
+                    return Err(bad(
+                        format!("resource[{i}].kind"),
+                        format!(
+                            "unknown kind {other:?}: expected \"marker\", \"vip\" or \"pgsql\""
+                        ),
+                    ))
+                }
+            };
+            if resources.iter().any(|o: &Resource| o.name == r.name) {
+                return Err(bad(
+                    format!("resource[{i}].name"),
+                    format!("{:?} is named twice", r.name),
+                ));
+            }
+            resources.push(Resource {
+                name: r.name.clone(),
+                kind,
+            });
+        }
+        if resources.is_empty() {
+            return Err(bad(
+                "resource".into(),
+                "the group is empty: add at least one [[resource]]".into(),
+            ));
+        }
+        if resources
+            .iter()
+            .filter(|r| r.kind == ResourceKind::Pgsql)
+            .count()
+            > 1
+        {
+            return Err(bad("resource".into(), "one Catalog (pgsql) per rig".into()));
+        }
+        Ok(Self {
+            name: raw.name,
+            interval,
+            deadtime,
+            fence_delay,
+            hosts,
+            cables,
+            ethernet,
+            resources,
+        })
+    }
+
+    /// Whether the rig needs network namespaces (a virtual IP needs a host of its own).
+    pub fn needs_namespaces(&self) -> bool {
+        self.resources
+            .iter()
+            .any(|r| matches!(r.kind, ResourceKind::Vip { .. }))
+    }
+
+    /// Whether the rig has a Catalog.
+    pub fn has_catalog(&self) -> bool {
+        self.resources.iter().any(|r| r.kind == ResourceKind::Pgsql)
+    }
+
+    /// Indexes of the two hosts that can hold the group.
+    pub fn holders(&self) -> [usize; 2] {
+        let mut it = (0..self.hosts.len()).filter(|&i| !self.hosts[i].witness);
+        [it.next().unwrap_or(0), it.next().unwrap_or(1)]
+    }
+}
+
+/// `"250ms"`, `"2s"`, `"1m"`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "pair"
+[timing]
+deadtime = "600ms"
+[[host]]
+name = "alpha"
+fence = ["ipmi"]
+[[host]]
+name = "beta"
+fence = ["ipmi"]
+[[host]]
+name = "gamma"
+witness = true
+[[cable]]
+between = ["alpha", "beta"]
+[ethernet]
+[[resource]]
+name = "storage"
+kind = "marker"
+[[resource]]
+name = "address"
+kind = "vip"
+address = "10.79.0.100/24"
+"#;
+
+    fn err(text: &str) -> String {
+        RigDesc::parse(Path::new("rig.toml"), text)
+            .expect_err("must be refused")
+            .to_string()
+    }
+
+    #[test]
+    fn a_good_description_parses() {
+        let d = RigDesc::parse(Path::new("rig.toml"), GOOD).expect("parses");
+        assert_eq!(d.hosts.len(), 3);
+        assert_eq!(d.deadtime, Duration::from_millis(600));
+        assert_eq!(d.interval, Duration::from_millis(100));
+        assert_eq!(d.cables, vec![[0, 1]]);
+        assert_eq!(d.ethernet, vec![0, 1, 2]);
+        assert_eq!(d.holders(), [0, 1]);
+        assert!(d.needs_namespaces());
+        assert!(!d.has_catalog());
+    }
+
+    #[test]
+    fn mistakes_name_the_file_and_the_key() {
+        let e = err(&GOOD.replace(
+            "between = [\"alpha\", \"beta\"]",
+            "between = [\"alpha\", \"delta\"]",
+        ));
+        assert_eq!(e, "rig.toml: cable[0].between: no host is named \"delta\"");
+        let e = err(&GOOD.replace(
+            "fence = [\"ipmi\"]\n[[host]]\nname = \"beta\"",
+            "fence = [\"smoke\"]\n[[host]]\nname = \"beta\"",
+        ));
+        assert!(
+            e.starts_with("rig.toml: host[0].fence[0]: unknown fence device kind \"smoke\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("deadtime = \"600ms\"", "deadtime = \"soon\""));
+        assert!(e.contains("timing.deadtime"), "{e}");
+        let e = err(&GOOD.replace("address = \"10.79.0.100/24\"", "address = \"10.79.0.100\""));
+        assert!(e.contains("resource[1].address"), "{e}");
+        let e = err(&GOOD.replace("kind = \"marker\"", "kind = \"daemon\""));
+        assert!(
+            e.contains("resource[0].kind: unknown kind \"daemon\""),
+            "{e}"
+        );
+        // Syntax and type errors carry the parser's line.
+        let e = err(&GOOD.replace("[ethernet]", "[ethernet\n"));
+        assert!(e.starts_with("rig.toml: ") && e.contains("line"), "{e}");
+        let e = err(&GOOD.replace("name = \"gamma\"", "name = \"gamma\"\ncolour = \"red\""));
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = err(&GOOD.replace("witness = true", "witness = true\nfence = [\"ipmi\"]"));
+        assert!(e.contains("host[2].fence"), "{e}");
+    }
+}

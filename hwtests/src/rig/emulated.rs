@@ -1,0 +1,1139 @@
+//! The emulated rig: a [`RigDesc`] built on this one machine, so that scenarios run against
+//! real `watchkeeper run` processes, real simulators and real resources.
+//!
+//! - **Hosts.** As root, each host is a network namespace with two NICs: `hb0` on the LAN (the
+//!   UDP heartbeat and the virtual IP) and `mg0` on the management network (the BMCs). Both are
+//!   veth pairs into a per-rig "switch" namespace, so addresses never touch the machine's own
+//!   network and two rigs can run at once. Without root, hosts share loopback (no virtual IP,
+//!   no carrier loss, no one-way firewall, no full disk: [`Emulated::build`] says which).
+//! - **Ethernet.** Every heartbeat path from host A to host B goes through a [`UdpRelay`] leg
+//!   in the switch namespace, which gives loss, delay and corruption (this machine has no
+//!   `netem`). Carrier loss is `ip link set hb0 down`; a one-way cut is an nftables rule in the
+//!   receiving host's namespace: both are the kernel's own paths.
+//! - **Serial cables.** [`PtyCable`]s: cut, one-way cut, delay.
+//! - **Power.** One `ipmi_sim` BMC per host that can hold the group, reached through a
+//!   management relay leg (cut it and the BMC is unreachable). A power-off SIGKILLs the agent
+//!   (the BMC's hook) and, from the rig's power watcher, every other process of that host: the
+//!   processes of its namespace and its PostgreSQL. Powering on is a reboot: the host's
+//!   volatile state (marker files, the virtual IP) is gone, and its agent starts afresh.
+//! - **The Catalog.** A [`PgCluster`]: the first holder's PostgreSQL is the primary, the other
+//!   host's streams from it; agents reach both through the Unix socket directory, which every
+//!   namespace sees.
+//! - **Clock.** Each agent runs under libfaketime with its realtime clock offset read from a
+//!   file (monotonic time untouched), so a scenario can step a host's wall clock as a bad NTP
+//!   server would.
+//!
+//! Every process the rig starts is stopped by PID when it is dropped; every namespace it
+//! created is deleted.
+
+use std::ffi::OsStr;
+use std::fmt::Write as _;
+use std::fs;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+use super::desc::{ResourceKind, RigDesc};
+use super::relay::{UdpRelay, Way};
+use crate::agent::{watchkeeper_bin, AgentProcess};
+use crate::cable::{Direction, PtyCable};
+use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use crate::pg::{live_postmaster, Node, PgCluster, PG_OS_USER, SUPERUSER_PASSWORD};
+
+/// The agents' UDP heartbeat port inside a host namespace.
+const HB_PORT: u16 = 5405;
+/// libfaketime, from Debian's `faketime` package.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+/// Size of a host's state directory when the rig can give it a filesystem of its own.
+const STATE_FS_BYTES: u64 = 4 << 20;
+/// How often the power watcher looks at the BMCs.
+const POWER_POLL: Duration = Duration::from_millis(5);
+/// A script resource: a state file per node and resource, a journal line with a timestamp per
+/// real start and stop. `NODE-NAME.nostart` makes its start fail.
+const MARKER_SCRIPT: &str = r#"#!/bin/sh
+action=$1; name=$2; node=$3; dir=$4
+state="$dir/$node-$name.state"
+case "$action" in
+  start) [ -e "$dir/$node-$name.nostart" ] && exit 1
+         if [ ! -e "$state" ]; then : > "$state"; echo "$(date +%s.%N) $node start $name" >> "$dir/journal"; fi ;;
+  stop) if [ -e "$state" ]; then rm -f "$state"; echo "$(date +%s.%N) $node stop $name" >> "$dir/journal"; fi ;;
+  status) [ -e "$state" ] || exit 3 ;;
+esac
+exit 0
+"#;
+
+/// What the rig could not give on this machine, and why (printed by callers).
+#[derive(Debug, Clone, Default)]
+pub struct Limits {
+    /// Faults unavailable here, with the reason.
+    pub missing: Vec<(&'static str, String)>,
+}
+
+/// One relayed heartbeat or management path.
+#[derive(Debug)]
+struct Leg {
+    from: usize,
+    to: usize,
+    relay: UdpRelay,
+}
+
+#[derive(Debug)]
+struct HostRt {
+    config: PathBuf,
+    log: PathBuf,
+    socket: PathBuf,
+    state_dir: PathBuf,
+    clock: PathBuf,
+    /// A small tmpfs is mounted on the state directory.
+    own_fs: bool,
+    agent: Option<AgentProcess>,
+}
+
+#[derive(Debug)]
+struct Netns {
+    switch: String,
+    hosts: Vec<String>,
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.switch)) {
+            let _ = run("ip", &["netns", "del", ns]);
+        }
+    }
+}
+
+/// What a power-off ends: the BMC's power file, the host's namespace, its PostgreSQL data
+/// directory.
+type PoweredHost = (Option<PathBuf>, Option<String>, Option<PathBuf>);
+
+/// Shared with the power watcher thread.
+#[derive(Debug, Default)]
+struct PowerShared {
+    stop: AtomicBool,
+    /// Per host: the power file the BMC keeps, the namespace, the PostgreSQL data directory.
+    hosts: Mutex<Vec<PoweredHost>>,
+    /// Power-offs the watcher acted on.
+    offs: AtomicU32,
+}
+
+/// A built rig; see the module docs.
+#[derive(Debug)]
+pub struct Emulated {
+    /// The description it was built from.
+    pub desc: RigDesc,
+    /// What this machine could not give.
+    pub limits: Limits,
+    hosts: Vec<HostRt>,
+    cables: Vec<PtyCable>,
+    heartbeat: Vec<Leg>,
+    management: Vec<Leg>,
+    bmcs: Vec<Option<IpmiSim>>,
+    pg: Option<PgCluster>,
+    power: Arc<PowerShared>,
+    watcher: Option<JoinHandle<()>>,
+    netns: Option<Netns>,
+    faketime: bool,
+    // Last: removed after every process and mount is gone.
+    dir: tempfile::TempDir,
+}
+
+impl Emulated {
+    /// Builds `desc`: namespaces when root, cables, relays, BMCs, the Catalog, per-host
+    /// configurations. Starts no agent.
+    pub fn build(desc: RigDesc) -> io::Result<Self> {
+        let root = nix::unistd::geteuid().is_root();
+        let mut limits = Limits::default();
+        if desc.needs_namespaces() && !root {
+            return Err(io::Error::other(format!(
+                "rig {:?} has a virtual IP, which needs a network namespace per host: run as root",
+                desc.name
+            )));
+        }
+        if desc.has_catalog() && !root {
+            return Err(io::Error::other(format!(
+                "rig {:?} has a Catalog, whose PostgreSQL runs as the postgres user: run as root",
+                desc.name
+            )));
+        }
+        let faketime = Path::new(FAKETIME_LIB).exists();
+        if !faketime {
+            limits.missing.push((
+                "clock-jump",
+                format!("{FAKETIME_LIB} is missing (apt-get install faketime)"),
+            ));
+        }
+        if !root {
+            for f in ["carrier-loss", "one-way-firewall", "disk-full"] {
+                limits
+                    .missing
+                    .push((f, "needs root (network namespaces, nftables, tmpfs)".into()));
+            }
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("wk-rig-")
+            .disable_cleanup(std::env::var_os("WK_RIG_KEEP").is_some())
+            .tempdir()?;
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))?;
+        let n = desc.hosts.len();
+        let netns = if root { Some(make_netns(n)?) } else { None };
+        let power = Arc::new(PowerShared::default());
+        let mut rig = Self {
+            limits,
+            hosts: Vec::new(),
+            cables: Vec::new(),
+            heartbeat: Vec::new(),
+            management: Vec::new(),
+            bmcs: Vec::new(),
+            pg: None,
+            power,
+            watcher: None,
+            netns,
+            faketime,
+            desc,
+            dir,
+        };
+        rig.build_parts()?;
+        Ok(rig)
+    }
+
+    fn build_parts(&mut self) -> io::Result<()> {
+        let d = self.dir.path().to_path_buf();
+        let n = self.desc.hosts.len();
+        let key: String = (0..64)
+            .map(|i| char::from(b"0123456789abcdef"[(i * 5 + 1) % 16]))
+            .collect();
+        let key_path = d.join("cluster.key");
+        fs::write(&key_path, format!("{key}\n"))?;
+        fs::set_permissions(&key_path, fs::Permissions::from_mode(0o600))?;
+        let script = d.join("marker.sh");
+        fs::write(&script, MARKER_SCRIPT)?;
+        fs::set_permissions(&script, fs::Permissions::from_mode(0o755))?;
+        for h in &self.desc.hosts {
+            let state_dir = d.join(format!("{}-state", h.name));
+            fs::create_dir(&state_dir)?;
+            let own_fs = self.netns.is_some();
+            if own_fs {
+                let size = format!("size={STATE_FS_BYTES},mode=0700");
+                run(
+                    "mount",
+                    &[
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &size,
+                        "wk-rig-state",
+                        &state_dir.to_string_lossy(),
+                    ],
+                )?;
+            }
+            let clock = d.join(format!("{}.clock", h.name));
+            fs::write(&clock, "+0\n")?;
+            self.hosts.push(HostRt {
+                config: d.join(format!("{}.toml", h.name)),
+                log: d.join(format!("{}.log", h.name)),
+                socket: d.join(format!("{}.sock", h.name)),
+                state_dir,
+                clock,
+                own_fs,
+                agent: None,
+            });
+        }
+        for c in &self.desc.cables {
+            let names = c.map(|i| format!("tty-{}", self.desc.hosts[i].name));
+            self.cables.push(PtyCable::new(&d, &names[0], &names[1])?);
+        }
+        for h in &self.desc.hosts {
+            self.bmcs
+                .push((!h.witness).then(|| IpmiSim::start(&IpmiSimConfig::default())));
+        }
+        // Heartbeat legs: every ordered pair of hosts on the Ethernet.
+        let eth = self.desc.ethernet.clone();
+        for &a in &eth {
+            for &b in &eth {
+                if a != b {
+                    let relay = self.hb_relay(a, b)?;
+                    self.heartbeat.push(Leg {
+                        from: a,
+                        to: b,
+                        relay,
+                    });
+                }
+            }
+        }
+        // Management legs: from every host to every other host's BMC.
+        for a in 0..n {
+            for b in 0..n {
+                let Some(bmc) = self.bmcs[b].as_ref().map(IpmiSim::address) else {
+                    continue;
+                };
+                let relay = match &self.netns {
+                    Some(ns) => {
+                        let front = in_netns(&ns.switch, move || {
+                            UdpSocket::bind(SocketAddr::from((mg_switch(a), 6230 + port_u16(b))))
+                        })?;
+                        let back = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
+                        UdpRelay::from_sockets(front, back, bmc)?
+                    }
+                    None => UdpRelay::start(lo0(), lo0(), bmc)?,
+                };
+                self.management.push(Leg {
+                    from: a,
+                    to: b,
+                    relay,
+                });
+            }
+        }
+        if self.desc.has_catalog() {
+            let pg = PgCluster::start();
+            self.pg = Some(pg);
+        }
+        for i in 0..n {
+            let text = self.config_text(i, &script);
+            fs::write(&self.hosts[i].config, text)?;
+        }
+        // The watcher: power-offs end every process of the host.
+        {
+            let mut hosts = self
+                .power
+                .hosts
+                .lock()
+                .map_err(|_| io::Error::other("lock"))?;
+            for i in 0..n {
+                let power_file = self.bmcs[i].as_ref().map(IpmiSim::power_file);
+                let ns = self.netns.as_ref().map(|ns| ns.hosts[i].clone());
+                let datadir = self
+                    .pg_node(i)
+                    .and_then(|node| self.pg.as_ref().map(|pg| pg.datadir(node)));
+                hosts.push((power_file, ns, datadir));
+            }
+        }
+        let shared = Arc::clone(&self.power);
+        self.watcher = Some(
+            std::thread::Builder::new()
+                .name("rig-power".into())
+                .spawn(move || power_watcher(&shared))?,
+        );
+        Ok(())
+    }
+
+    fn hb_relay(&self, a: usize, b: usize) -> io::Result<UdpRelay> {
+        match &self.netns {
+            Some(ns) => {
+                let (front, back) = in_netns(&ns.switch, move || {
+                    let front =
+                        UdpSocket::bind(SocketAddr::from((hb_switch(a), 5400 + port_u16(b))))?;
+                    let back = UdpSocket::bind(SocketAddr::from((hb_switch(b), 0)))?;
+                    Ok((front, back))
+                })?;
+                UdpRelay::from_sockets(front, back, SocketAddr::from((hb_host(b), HB_PORT)))
+            }
+            None => {
+                // Loopback: agents bind fixed free ports, chosen now.
+                let target = SocketAddr::from((Ipv4Addr::LOCALHOST, self.lo_port(b)));
+                UdpRelay::start(lo0(), lo0(), target)
+            }
+        }
+    }
+
+    /// On loopback, the port host `i`'s agent binds: derived from its state directory so that
+    /// it is stable across restarts (chosen free when the rig is built).
+    fn lo_port(&self, i: usize) -> u16 {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}.port", self.desc.hosts[i].name));
+        if let Some(p) = fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            return p;
+        }
+        let p = crate::free_udp_port();
+        let _ = fs::write(&path, format!("{p}\n"));
+        p
+    }
+
+    /// The PostgreSQL node host `i` runs, if the rig has a Catalog and `i` can hold it.
+    fn pg_node(&self, i: usize) -> Option<Node> {
+        if !self.desc.has_catalog() {
+            return None;
+        }
+        let [a, b] = self.desc.holders();
+        if i == a {
+            Some(Node::A)
+        } else if i == b {
+            Some(Node::B)
+        } else {
+            None
+        }
+    }
+
+    fn config_text(&self, me: usize, script: &Path) -> String {
+        let desc = &self.desc;
+        let d = self.dir.path().display();
+        let mut s = String::new();
+        let _ = write!(
+            s,
+            "# Generated by the emulated rig {:?} for {}.\n[cluster]\nname = \"rig\"\nkey_file = \"{d}/cluster.key\"\n\n\
+             [timing]\nheartbeat_interval = \"{}ms\"\ndeadtime = \"{}ms\"\n\n\
+             [failover]\nfence_delay = \"{}ms\"\nstartup_timeout = \"3s\"\n",
+            desc.name,
+            desc.hosts[me].name,
+            desc.interval.as_millis(),
+            desc.deadtime.as_millis(),
+            desc.fence_delay.as_millis()
+        );
+        if !desc.cables.is_empty() {
+            for (c, _) in desc.cables.iter().enumerate() {
+                let _ = write!(s, "\n[[link]]\nname = \"serial{c}\"\nkind = \"serial\"\n");
+            }
+        }
+        if !desc.ethernet.is_empty() {
+            s.push_str("\n[[link]]\nname = \"lan0\"\nkind = \"udp\"\n");
+        }
+        for (i, h) in desc.hosts.iter().enumerate() {
+            let _ = write!(
+                s,
+                "\n[[node]]\nid = {}\nname = \"{}\"\ncontrol_socket = \"{}\"\nstate_dir = \"{}\"\n",
+                i + 1,
+                h.name,
+                self.hosts[i].socket.display(),
+                self.hosts[i].state_dir.display()
+            );
+            for (c, ends) in desc.cables.iter().enumerate() {
+                if let Some(side) = ends.iter().position(|&e| e == i) {
+                    let path = if side == 0 {
+                        self.cables[c].a_path()
+                    } else {
+                        self.cables[c].b_path()
+                    };
+                    let _ = writeln!(s, "links.serial{c} = {{ device = \"{}\" }}", path.display());
+                }
+            }
+            if desc.ethernet.contains(&i) {
+                let addr = if i == me {
+                    match &self.netns {
+                        Some(_) => SocketAddr::from((hb_host(i), HB_PORT)),
+                        None => SocketAddr::from((Ipv4Addr::LOCALHOST, self.lo_port(i))),
+                    }
+                } else {
+                    self.heartbeat
+                        .iter()
+                        .find(|l| l.from == me && l.to == i)
+                        .map_or_else(
+                            || SocketAddr::from((Ipv4Addr::LOCALHOST, 9)),
+                            |l| l.relay.front(),
+                        )
+                };
+                let _ = writeln!(s, "links.lan0 = {{ address = \"{addr}\" }}");
+            }
+            if h.witness {
+                s.push_str("witness = true\n");
+            } else {
+                let levels: Vec<String> = h
+                    .fence
+                    .iter()
+                    .enumerate()
+                    .map(|(l, _)| format!("[\"bmc{l}-{}\"]", h.name))
+                    .collect();
+                let _ = writeln!(s, "fencing = [{}]", levels.join(", "));
+            }
+        }
+        for (i, h) in desc.hosts.iter().enumerate() {
+            for (l, _) in h.fence.iter().enumerate() {
+                let address = self
+                    .management
+                    .iter()
+                    .find(|m| m.from == me && m.to == i)
+                    .map(|m| m.relay.front());
+                let Some(address) = address else { continue };
+                let _ = write!(
+                    s,
+                    "\n[[fence_device]]\nname = \"bmc{l}-{n}\"\ntype = \"ipmi\"\ntarget = \"{n}\"\n\
+                     address = \"{address}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
+                     cipher_suite = 3\ntimeout = \"3s\"\npoll_interval = \"50ms\"\n",
+                    n = h.name
+                );
+            }
+        }
+        for r in &desc.resources {
+            let _ = write!(s, "\n[[resource]]\nname = \"{}\"\n", r.name);
+            match &r.kind {
+                ResourceKind::Marker => {
+                    let sc = script.display();
+                    let _ = write!(
+                        s,
+                        "type = \"script\"\n\
+                         start = [\"{sc}\", \"start\", \"{n}\", \"{{node}}\", \"{d}\"]\n\
+                         stop = [\"{sc}\", \"stop\", \"{n}\", \"{{node}}\", \"{d}\"]\n\
+                         status = [\"{sc}\", \"status\", \"{n}\", \"{{node}}\", \"{d}\"]\n",
+                        n = r.name
+                    );
+                }
+                ResourceKind::Vip { address } => {
+                    let _ = write!(
+                        s,
+                        "type = \"vip\"\naddress = \"{address}\"\ninterface = \"hb0\"\n"
+                    );
+                }
+                ResourceKind::Pgsql => {
+                    if let Some(pg) = &self.pg {
+                        let [a, b] = desc.holders();
+                        let (na, nb) = (&desc.hosts[a].name, &desc.hosts[b].name);
+                        let sock = pg.root().join("sock");
+                        let conninfo = |primary: Node, follower: Node| {
+                            format!(
+                                "host={} port={} user={} dbname=postgres passfile={} application_name=node_{}",
+                                sock.display(),
+                                pg.port(primary),
+                                crate::pg::REPLICATION_USER,
+                                pg.password_file().display(),
+                                if follower == Node::A { "a" } else { "b" }
+                            )
+                        };
+                        let _ = write!(
+                            s,
+                            "type = \"pgsql\"\nbindir = \"{}\"\n\
+                             datadir = {{ {na} = \"{}\", {nb} = \"{}\" }}\n\
+                             port = {{ {na} = {}, {nb} = {} }}\n\
+                             host = \"{}\"\nuser = \"{PG_OS_USER}\"\nsuperuser = \"postgres\"\n\
+                             password_file = \"{}\"\n\
+                             primary_conninfo = {{ {na} = \"{}\", {nb} = \"{}\" }}\n\
+                             rejoin = \"rewind\"\n",
+                            pg.bindir().display(),
+                            pg.datadir(Node::A).display(),
+                            pg.datadir(Node::B).display(),
+                            pg.port(Node::A),
+                            pg.port(Node::B),
+                            sock.display(),
+                            pg.password_file().display(),
+                            conninfo(Node::B, Node::A),
+                            conninfo(Node::A, Node::B),
+                        );
+                    }
+                }
+            }
+            s.push_str("monitor_interval = \"1s\"\n");
+        }
+        s
+    }
+
+    /// The rig's temporary directory (configurations, logs, the resource journal).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Host `i`'s name.
+    pub fn name(&self, i: usize) -> &str {
+        &self.desc.hosts[i].name
+    }
+
+    /// Host `i`'s configuration file.
+    pub fn config(&self, i: usize) -> &Path {
+        &self.hosts[i].config
+    }
+
+    /// Host `i`'s agent log (JSON lines).
+    pub fn log(&self, i: usize) -> &Path {
+        &self.hosts[i].log
+    }
+
+    /// The Catalog, if the rig has one.
+    pub fn catalog(&self) -> Option<&PgCluster> {
+        self.pg.as_ref()
+    }
+
+    /// The PostgreSQL node host `i` runs.
+    pub fn catalog_node(&self, i: usize) -> Option<Node> {
+        self.pg_node(i)
+    }
+
+    /// Starts host `i`'s agent and wires its BMC's power to it.
+    pub fn start(&mut self, i: usize) -> io::Result<()> {
+        let bin = watchkeeper_bin()?;
+        let mut args: Vec<String> = Vec::new();
+        if let Some(ns) = &self.netns {
+            args.extend(["netns", "exec", &ns.hosts[i]].map(str::to_owned));
+        }
+        let program = if self.netns.is_some() {
+            PathBuf::from("ip")
+        } else {
+            PathBuf::from("env")
+        };
+        if self.netns.is_some() {
+            args.push("env".into());
+        }
+        if self.faketime {
+            args.push(format!("LD_PRELOAD={FAKETIME_LIB}"));
+            args.push(format!(
+                "FAKETIME_TIMESTAMP_FILE={}",
+                self.hosts[i].clock.display()
+            ));
+            args.push("FAKETIME_CACHE_DURATION=1".into());
+            args.push("FAKETIME_DONT_FAKE_MONOTONIC=1".into());
+        }
+        args.push(bin.display().to_string());
+        args.extend(["run", "--log-json", "--node", self.name(i), "--config"].map(str::to_owned));
+        args.push(self.hosts[i].config.display().to_string());
+        let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
+        let p = AgentProcess::spawn(&program, &os, &self.hosts[i].log)?;
+        if let Some(bmc) = &self.bmcs[i] {
+            bmc.wire_power_to(u32::try_from(p.pid().as_raw()).unwrap_or(0));
+        }
+        self.hosts[i].agent = Some(p);
+        Ok(())
+    }
+
+    /// Host `i`'s agent process, if started.
+    pub fn agent(&mut self, i: usize) -> Option<&mut AgentProcess> {
+        self.hosts[i].agent.as_mut()
+    }
+
+    /// SIGKILLs host `i`'s agent (a crashed agent; the host's power stays on).
+    pub fn kill(&mut self, i: usize) -> io::Result<()> {
+        self.signal(i, Signal::SIGKILL)
+    }
+
+    /// Sends `signal` to host `i`'s agent.
+    pub fn signal(&mut self, i: usize, signal: Signal) -> io::Result<()> {
+        match &self.hosts[i].agent {
+            Some(a) => a.kill(signal),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether host `i` has power (a witness always has).
+    pub fn powered(&self, i: usize) -> bool {
+        self.bmcs[i].as_ref().is_none_or(IpmiSim::power_on)
+    }
+
+    /// Power-cycles host `i` into a fresh boot: its agent and every process it left are
+    /// killed, its volatile state (marker files, the virtual IP) is cleared, the BMC reports
+    /// power on, and a new agent starts.
+    pub fn reboot(&mut self, i: usize) -> io::Result<()> {
+        if let Some(mut a) = self.hosts[i].agent.take() {
+            let _ = a.kill(Signal::SIGKILL);
+            let _ = a.wait_exit(Duration::from_secs(5));
+        }
+        self.kill_host_processes(i);
+        let name = self.name(i).to_owned();
+        for r in &self.desc.resources {
+            let _ = fs::remove_file(self.dir.path().join(format!("{name}-{}.state", r.name)));
+            if let (ResourceKind::Vip { address }, Some(ns)) = (&r.kind, &self.netns) {
+                let _ = run(
+                    "ip",
+                    &["-n", &ns.hosts[i], "addr", "del", address, "dev", "hb0"],
+                );
+            }
+        }
+        if let Some(bmc) = &self.bmcs[i] {
+            bmc.set_power_on(true);
+        }
+        self.start(i)
+    }
+
+    fn kill_host_processes(&self, i: usize) {
+        if let Ok(hosts) = self.power.hosts.lock() {
+            if let Some(h) = hosts.get(i) {
+                kill_host(h.1.as_deref(), h.2.as_deref());
+            }
+        }
+    }
+
+    /// Host `i`'s status report from its control socket.
+    pub fn status(&self, i: usize) -> io::Result<Value> {
+        crate::status::query_status(&self.hosts[i].socket, Duration::from_secs(2))
+    }
+
+    /// Host `i`'s resources report (`watchkeeper resources --json`).
+    pub fn resources(&self, i: usize) -> Option<Value> {
+        let out = Command::new(watchkeeper_bin().ok()?)
+            .args(["resources", "--json", "--node", self.name(i), "--config"])
+            .arg(&self.hosts[i].config)
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// Runs `watchkeeper ARGS` against host `i`'s control socket.
+    pub fn cli(&self, i: usize, args: &[&str]) -> io::Result<std::process::Output> {
+        Command::new(watchkeeper_bin()?)
+            .args(args)
+            .args(["--node", self.name(i), "--config"])
+            .arg(&self.hosts[i].config)
+            .output()
+    }
+
+    /// Which resources of the group host `i` runs, seen from the resources themselves: marker
+    /// state files, the virtual IP on its `hb0`, its PostgreSQL accepting writes.
+    pub fn running(&self, i: usize) -> Vec<String> {
+        let name = self.name(i);
+        let mut out = Vec::new();
+        for r in &self.desc.resources {
+            let on = match &r.kind {
+                ResourceKind::Marker => self
+                    .dir
+                    .path()
+                    .join(format!("{name}-{}.state", r.name))
+                    .exists(),
+                ResourceKind::Vip { address } => self.netns.as_ref().is_some_and(|ns| {
+                    Command::new("ip")
+                        .args(["-n", &ns.hosts[i], "-o", "addr", "show", "dev", "hb0"])
+                        .output()
+                        .is_ok_and(|o| {
+                            String::from_utf8_lossy(&o.stdout).contains(&format!(" {address} "))
+                        })
+                }),
+                ResourceKind::Pgsql => match (&self.pg, self.pg_node(i)) {
+                    (Some(pg), Some(node)) => pg.in_recovery(node) == Some(false),
+                    _ => false,
+                },
+            };
+            if on {
+                out.push(r.name.clone());
+            }
+        }
+        out
+    }
+
+    /// Hosts with power that run any resource of the group.
+    pub fn holders(&self) -> Vec<usize> {
+        (0..self.desc.hosts.len())
+            .filter(|&i| self.powered(i) && !self.running(i).is_empty())
+            .collect()
+    }
+
+    /// Whether host `i` runs the whole group.
+    pub fn holds_all(&self, i: usize) -> bool {
+        self.powered(i) && self.running(i).len() == self.desc.resources.len()
+    }
+
+    // ---- faults ----
+
+    /// Cuts (or mends) every serial cable.
+    pub fn cut_serial(&self, cut: bool) {
+        for c in &self.cables {
+            if cut {
+                c.cut();
+            } else {
+                c.restore();
+            }
+        }
+    }
+
+    /// Cuts (or mends) host `i`'s LAN: carrier loss on `hb0` in namespaces, both relay
+    /// directions on loopback.
+    pub fn cut_lan(&self, i: usize, cut: bool) -> io::Result<()> {
+        if let Some(ns) = &self.netns {
+            return run(
+                "ip",
+                &[
+                    "-n",
+                    &ns.hosts[i],
+                    "link",
+                    "set",
+                    "hb0",
+                    if cut { "down" } else { "up" },
+                ],
+            );
+        }
+        for l in self.heartbeat.iter().filter(|l| l.from == i || l.to == i) {
+            l.relay.set_cut(Way::ToTarget, cut);
+        }
+        Ok(())
+    }
+
+    /// Makes host `to` deaf to host `from` on every heartbeat link (`from` still hears `to`):
+    /// an nftables drop in `to`'s namespace for the LAN (a relay cut on loopback), and the
+    /// matching wire of every cable between them.
+    pub fn deafen(&self, to: usize, from: usize) -> io::Result<()> {
+        for (c, ends) in self.desc.cables.iter().enumerate() {
+            if ends == &[from, to] {
+                self.cables[c].cut_one_way(Direction::AtoB);
+            } else if ends == &[to, from] {
+                self.cables[c].cut_one_way(Direction::BtoA);
+            }
+        }
+        let Some(leg) = self.heartbeat.iter().find(|l| l.from == from && l.to == to) else {
+            return Ok(());
+        };
+        match &self.netns {
+            Some(ns) => {
+                let sport = leg.relay.back_port();
+                let rules = format!(
+                    "table inet wkrig {{\n  chain input {{\n    type filter hook input priority 0; policy accept;\n    \
+                     iifname \"hb0\" udp sport {sport} drop\n  }}\n}}\n"
+                );
+                nft(&ns.hosts[to], &rules)
+            }
+            None => {
+                leg.relay.set_cut(Way::ToTarget, true);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every heartbeat path between every pair of hosts: loss in percent, delay.
+    pub fn degrade_lan(&self, loss_percent: u32, delay: Duration) {
+        for l in &self.heartbeat {
+            l.relay.set_loss(Way::ToTarget, loss_percent);
+            l.relay.set_delay(Way::ToTarget, delay);
+        }
+    }
+
+    /// Delays every byte on every cable.
+    pub fn delay_serial(&self, delay: Duration) {
+        for c in &self.cables {
+            c.set_delay(delay);
+        }
+    }
+
+    /// Cuts (or mends) the management path to host `i`'s BMC from every host.
+    pub fn cut_bmc(&self, i: usize, cut: bool) {
+        for l in self.management.iter().filter(|l| l.to == i) {
+            l.relay.set_cut(Way::ToTarget, cut);
+        }
+    }
+
+    /// Makes host `i`'s BMC acknowledge power-off commands without acting on them (a stuck
+    /// relay), or behave again.
+    pub fn bmc_ignores_off(&self, i: usize, ignore: bool) {
+        if let Some(bmc) = &self.bmcs[i] {
+            bmc.set_ignore_off(ignore);
+        }
+    }
+
+    /// Fills host `i`'s state directory (or frees it again).
+    pub fn fill_disk(&self, i: usize, full: bool) -> io::Result<()> {
+        let h = &self.hosts[i];
+        if !h.own_fs {
+            return Err(io::Error::other(
+                "disk-full needs root (a tmpfs per state directory)",
+            ));
+        }
+        let fill = h.state_dir.join("ballast");
+        if !full {
+            return fs::remove_file(&fill).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            });
+        }
+        let mut f = fs::File::create(&fill)?;
+        let chunk = vec![0u8; 64 << 10];
+        for _ in 0..(STATE_FS_BYTES / (64 << 10) + 1) {
+            if io::Write::write_all(&mut f, &chunk).is_err() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Steps host `i`'s wall clock by `seconds` from true time (0 puts it right). Monotonic
+    /// time is not touched, as with an NTP step.
+    pub fn set_clock_offset(&self, i: usize, seconds: i64) -> io::Result<()> {
+        if !self.faketime {
+            return Err(io::Error::other(format!("clock-jump needs {FAKETIME_LIB}")));
+        }
+        fs::write(&self.hosts[i].clock, format!("{seconds:+}\n"))
+    }
+
+    /// Undoes every link, BMC, disk and clock fault (not power or processes).
+    pub fn heal(&self) -> io::Result<()> {
+        self.cut_serial(false);
+        self.delay_serial(Duration::ZERO);
+        for l in self.heartbeat.iter().chain(&self.management) {
+            l.relay.heal();
+        }
+        for i in 0..self.desc.hosts.len() {
+            if let Some(ns) = &self.netns {
+                run("ip", &["-n", &ns.hosts[i], "link", "set", "hb0", "up"])?;
+                let _ = Command::new("ip")
+                    .args([
+                        "netns",
+                        "exec",
+                        &ns.hosts[i],
+                        "nft",
+                        "delete",
+                        "table",
+                        "inet",
+                        "wkrig",
+                    ])
+                    .output();
+            }
+            self.bmc_ignores_off(i, false);
+            if self.hosts[i].own_fs {
+                self.fill_disk(i, false)?;
+            }
+            if self.faketime {
+                self.set_clock_offset(i, 0)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Power-offs the watcher acted on so far.
+    pub fn power_offs(&self) -> u32 {
+        self.power.offs.load(Ordering::SeqCst)
+    }
+
+    /// Lines of the resource journal: `<unix time> <node> start|stop <resource>`.
+    pub fn journal(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("journal"))
+            .map(|t| t.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
+    /// Waits until `pred` holds, polling every 20 ms, for at most `timeout`.
+    pub fn wait(&self, timeout: Duration, mut pred: impl FnMut(&Self) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(self) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Emulated {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut a) = h.agent.take() {
+                let _ = a.kill(Signal::SIGKILL);
+                let _ = a.wait_exit(Duration::from_secs(5));
+            }
+        }
+        for i in 0..self.hosts.len() {
+            self.kill_host_processes(i);
+        }
+        self.power.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher.take() {
+            let _ = w.join();
+        }
+        // The Catalog stops its own servers by PID when dropped.
+        self.pg = None;
+        for h in &self.hosts {
+            if h.own_fs {
+                let _ = run("umount", &[&h.state_dir.to_string_lossy()]);
+            }
+        }
+    }
+}
+
+fn power_watcher(shared: &PowerShared) {
+    let mut was_on: Vec<bool> = Vec::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        if let Ok(hosts) = shared.hosts.lock() {
+            was_on.resize(hosts.len(), true);
+            for (i, (power, ns, datadir)) in hosts.iter().enumerate() {
+                let Some(power) = power else { continue };
+                let on = fs::read_to_string(power).map_or(true, |t| t.trim() != "0");
+                if was_on[i] && !on {
+                    kill_host(ns.as_deref(), datadir.as_deref());
+                    shared.offs.fetch_add(1, Ordering::SeqCst);
+                }
+                was_on[i] = on;
+            }
+        }
+        reap_postgres_orphans();
+        std::thread::sleep(POWER_POLL);
+    }
+}
+
+/// PostgreSQL servers that agents started (`pg_ctl` daemonizes them) are re-parented to this
+/// process, the subreaper the Catalog fixture set up; a killed one must be reaped here, or
+/// PostgreSQL takes the zombie for a live postmaster and refuses to start again. Only zombies
+/// named `postgres` whose parent is this process are reaped: children the rig spawned itself
+/// are waited for by their owners.
+fn reap_postgres_orphans() {
+    let me = std::process::id().to_string();
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((head, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if state == Some("Z") && ppid == Some(me.as_str()) && head.ends_with("(postgres") {
+            let _ = nix::sys::wait::waitpid(
+                Pid::from_raw(pid),
+                Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+            );
+        }
+    }
+}
+
+/// Ends every process of a host: those in its namespace and its PostgreSQL.
+fn kill_host(ns: Option<&str>, datadir: Option<&Path>) {
+    if let Some(ns) = ns {
+        if let Ok(out) = Command::new("ip").args(["netns", "pids", ns]).output() {
+            for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                if let Ok(pid) = pid.parse::<i32>() {
+                    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                }
+            }
+        }
+    }
+    if let Some(pid) = datadir.and_then(live_postmaster) {
+        // The postmaster's children exit when it dies; SIGKILL is a power cut to PostgreSQL.
+        let _ = kill(pid, Signal::SIGKILL);
+    }
+}
+
+fn make_netns(n: usize) -> io::Result<Netns> {
+    let k = NEXT.fetch_add(1, Ordering::Relaxed);
+    let tag = format!("{}r{k}", std::process::id() % 100_000);
+    let ns = Netns {
+        switch: format!("wk{tag}s"),
+        hosts: (0..n).map(|i| format!("wk{tag}h{i}")).collect(),
+    };
+    run("ip", &["netns", "add", &ns.switch])?;
+    run("ip", &["-n", &ns.switch, "link", "set", "lo", "up"])?;
+    for (i, h) in ns.hosts.iter().enumerate() {
+        run("ip", &["netns", "add", h])?;
+        run("ip", &["-n", h, "link", "set", "lo", "up"])?;
+        for (dev, peer, host_addr, switch_addr) in [
+            ("hb0", format!("h{i}"), hb_host(i), hb_switch(i)),
+            ("mg0", format!("m{i}"), mg_host(i), mg_switch(i)),
+        ] {
+            run(
+                "ip",
+                &[
+                    "link", "add", dev, "netns", h, "type", "veth", "peer", "name", &peer, "netns",
+                    &ns.switch,
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    h,
+                    "addr",
+                    "add",
+                    &format!("{host_addr}/24"),
+                    "dev",
+                    dev,
+                ],
+            )?;
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &ns.switch,
+                    "addr",
+                    "add",
+                    &format!("{switch_addr}/24"),
+                    "dev",
+                    &peer,
+                ],
+            )?;
+            run("ip", &["-n", h, "link", "set", dev, "up"])?;
+            run("ip", &["-n", &ns.switch, "link", "set", &peer, "up"])?;
+        }
+    }
+    Ok(ns)
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn port_u16(i: usize) -> u16 {
+    u16::try_from(i).unwrap_or(0)
+}
+
+fn octet(i: usize) -> u8 {
+    u8::try_from(i).unwrap_or(0)
+}
+
+fn hb_host(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, octet(i), 2)
+}
+
+fn hb_switch(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, octet(i), 1)
+}
+
+fn mg_host(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 78, octet(i), 2)
+}
+
+fn mg_switch(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 78, octet(i), 1)
+}
+
+fn lo0() -> SocketAddr {
+    SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
+}
+
+/// Runs `f` on a thread that entered network namespace `ns`; sockets it creates stay there.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || -> io::Result<T> {
+        let file = fs::File::open(&path)?;
+        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| io::Error::other(format!("setns {path}: {e}")))?;
+        f()
+    })
+    .join()
+    .map_err(|_| io::Error::other("namespace thread panicked"))?
+}
+
+fn nft(ns: &str, rules: &str) -> io::Result<()> {
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        io::Write::write_all(&mut stdin, rules.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "nft in {ns}: {} (install nftables)",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn run(program: &str, args: &[&str]) -> io::Result<()> {
+    let out = Command::new(program).args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// The superuser password of the Catalog (for scenarios that write rows).
+pub const CATALOG_PASSWORD: &str = SUPERUSER_PASSWORD;

@@ -1,0 +1,512 @@
+//! Scenarios on a rig, checked from outside the agents.
+//!
+//! Each scenario injects one fault, waits for the outcome the engine's rules demand, checks the
+//! invariants, then mends everything (links healed, dead or fenced hosts rebooted) and waits
+//! until the cluster is whole again. The invariants, on every poll:
+//!
+//! - never two holders, judged from the resources themselves (marker files, who has the virtual
+//!   IP, which PostgreSQL accepts writes) among hosts with power: a host whose BMC reports it
+//!   off is not counted, as on real hardware it is dark;
+//! - no takeover before a confirmed fence: a survivor starts nothing while the old holder's BMC
+//!   still reports power on;
+//! - the epoch never goes back, and grows with every change of holder;
+//! - rows written to the Catalog (and replicated) before a failure are there after it.
+//!
+//! `chaos` runs random faults in sequence from a printed seed, so a failing run can be replayed.
+
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+
+use super::emulated::Emulated;
+
+/// How long an outcome may take (detection, fence, start, a rejoin with pg_rewind).
+const WAIT: Duration = Duration::from_secs(30);
+/// How long a fault that must change nothing is held.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// Scenario names `run` accepts.
+pub const SCENARIOS: [&str; 10] = [
+    "kill-holder",
+    "freeze-holder",
+    "partition",
+    "one-way",
+    "lossy-lan",
+    "bmc-lies",
+    "bmc-down",
+    "disk-full",
+    "clock-jump",
+    "chaos",
+];
+
+/// A scenario failed: what was expected and what the rig showed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Failed(pub String);
+
+fn fail<T>(msg: impl Into<String>) -> Result<T, Failed> {
+    Err(Failed(msg.into()))
+}
+
+/// Runs scenarios on a built rig, keeping track of the holder and the epoch.
+#[derive(Debug)]
+pub struct Runner {
+    /// The rig.
+    pub rig: Emulated,
+    holder: usize,
+    epoch: u64,
+    rows: u64,
+    /// One line per step, also printed.
+    pub log: Vec<String>,
+}
+
+impl Runner {
+    /// Starts the agents (the first host that can hold first, so that its PostgreSQL, the
+    /// Catalog's primary, is where the group starts) and waits for the group to run there.
+    pub fn start(mut rig: Emulated) -> Result<Self, Failed> {
+        let [a, _] = rig.desc.holders();
+        rig.start(a)
+            .map_err(|e| Failed(format!("start {}: {e}", rig.name(a))))?;
+        if !rig.wait(WAIT, |r| r.holds_all(a)) {
+            return fail(format!(
+                "{} did not take the group within {WAIT:?}",
+                rig.name(a)
+            ));
+        }
+        // Alone, it fenced the others before taking over (it cannot know they hold nothing):
+        // they boot now, as after a power cut.
+        for i in 0..rig.desc.hosts.len() {
+            if i != a {
+                let started = if rig.powered(i) {
+                    rig.start(i)
+                } else {
+                    rig.reboot(i)
+                };
+                started.map_err(|e| Failed(format!("start {}: {e}", rig.name(i))))?;
+            }
+        }
+        let mut runner = Self {
+            rig,
+            holder: a,
+            epoch: 0,
+            rows: 0,
+            log: Vec::new(),
+        };
+        runner.wait_whole("start")?;
+        runner.epoch = runner.epoch_of(a).unwrap_or(0);
+        if let Some(pg) = runner.rig.catalog() {
+            let node = runner
+                .rig
+                .catalog_node(a)
+                .ok_or_else(|| Failed("no node".into()))?;
+            pg.sql(
+                node,
+                "CREATE TABLE IF NOT EXISTS chaos (n bigint primary key)",
+            )
+            .map_err(Failed)?;
+        }
+        Ok(runner)
+    }
+
+    /// The host holding the group.
+    pub fn holder(&self) -> usize {
+        self.holder
+    }
+
+    fn say(&mut self, line: String) {
+        eprintln!("{line}");
+        self.log.push(line);
+    }
+
+    fn epoch_of(&self, i: usize) -> Option<u64> {
+        self.rig.resources(i).and_then(|r| r["epoch"].as_u64())
+    }
+
+    fn standby(&self) -> usize {
+        let [a, b] = self.rig.desc.holders();
+        if self.holder == a {
+            b
+        } else {
+            a
+        }
+    }
+
+    /// Polls until `pred`, checking on every poll that no two powered hosts run resources.
+    fn watch(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut pred: impl FnMut(&Emulated) -> bool,
+    ) -> Result<Duration, Failed> {
+        let started = Instant::now();
+        loop {
+            let holders = self.rig.holders();
+            if holders.len() > 1 {
+                let seen: Vec<String> = holders
+                    .iter()
+                    .map(|&i| format!("{} runs {:?}", self.rig.name(i), self.rig.running(i)))
+                    .collect();
+                return fail(format!("{what}: two holders: {}", seen.join("; ")));
+            }
+            if pred(&self.rig) {
+                return Ok(started.elapsed());
+            }
+            if started.elapsed() > timeout {
+                let seen: Vec<String> = (0..self.rig.desc.hosts.len())
+                    .map(|i| {
+                        format!(
+                            "{} powered={} runs {:?}",
+                            self.rig.name(i),
+                            self.rig.powered(i),
+                            self.rig.running(i)
+                        )
+                    })
+                    .collect();
+                return fail(format!(
+                    "{what}: not within {timeout:?}: {}",
+                    seen.join("; ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Holds the current state for `QUIET`, failing if the holder changes or anything is
+    /// powered off.
+    fn hold_still(&self, what: &str) -> Result<(), Failed> {
+        let holder = self.holder;
+        let offs = self.rig.power_offs();
+        let started = Instant::now();
+        while started.elapsed() < QUIET {
+            if !self.rig.holds_all(holder) || self.rig.holders() != vec![holder] {
+                return fail(format!(
+                    "{what}: the group moved or stopped: {} runs {:?}, holders {:?}",
+                    self.rig.name(holder),
+                    self.rig.running(holder),
+                    self.rig.holders()
+                ));
+            }
+            if self.rig.power_offs() != offs {
+                return fail(format!("{what}: a host was fenced"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Writes a row on the Catalog's primary and waits until the standby has it.
+    fn write_row(&mut self) -> Result<(), Failed> {
+        let Some(pg) = self.rig.catalog() else {
+            return Ok(());
+        };
+        let p = self
+            .rig
+            .catalog_node(self.holder)
+            .ok_or_else(|| Failed("no node".into()))?;
+        let n = self.rows + 1;
+        pg.sql(p, &format!("INSERT INTO chaos VALUES ({n})"))
+            .map_err(|e| Failed(format!("write row {n}: {e}")))?;
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if pg
+                .sql(p.peer(), "SELECT count(*) FROM chaos")
+                .is_ok_and(|c| c.trim() == n.to_string())
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                return fail(format!("row {n} did not reach the standby"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.rows = n;
+        Ok(())
+    }
+
+    /// After a change of holder: the epoch grew, rows are there.
+    fn check_after(&mut self, what: &str, new_holder: usize) -> Result<(), Failed> {
+        let epoch = self.epoch_of(new_holder).unwrap_or(0);
+        if epoch < self.epoch {
+            return fail(format!("{what}: epoch went back {} -> {epoch}", self.epoch));
+        }
+        if new_holder != self.holder && epoch <= self.epoch {
+            return fail(format!("{what}: new holder at the old epoch {epoch}"));
+        }
+        if let Some(pg) = self.rig.catalog() {
+            let node = self
+                .rig
+                .catalog_node(new_holder)
+                .ok_or_else(|| Failed("no node".into()))?;
+            let count = pg.sql(node, "SELECT count(*) FROM chaos").map_err(Failed)?;
+            if count.trim() != self.rows.to_string() {
+                return fail(format!(
+                    "{what}: {} rows written before, {} after",
+                    self.rows,
+                    count.trim()
+                ));
+            }
+        }
+        self.epoch = epoch;
+        self.holder = new_holder;
+        Ok(())
+    }
+
+    /// Mends links and faults, reboots every host without power or agent, and waits until
+    /// every host is back: the holder runs the group, the others are standby.
+    fn mend(&mut self, what: &str) -> Result<(), Failed> {
+        self.rig
+            .heal()
+            .map_err(|e| Failed(format!("{what}: heal: {e}")))?;
+        for i in 0..self.rig.desc.hosts.len() {
+            let running = self.rig.agent(i).is_some_and(|a| a.is_running());
+            if !self.rig.powered(i) || !running {
+                self.rig
+                    .reboot(i)
+                    .map_err(|e| Failed(format!("{what}: reboot: {e}")))?;
+            }
+        }
+        self.wait_whole(what)
+    }
+
+    fn wait_whole(&self, what: &str) -> Result<(), Failed> {
+        let holder = self.holder;
+        let n = self.rig.desc.hosts.len();
+        self.watch(&format!("{what}: rejoin"), WAIT, |r| {
+            r.holds_all(holder)
+                && (0..n).filter(|&i| i != holder).all(|i| {
+                    r.resources(i)
+                        .is_some_and(|v| v["holds"] == false && v["role"] == "Standby")
+                })
+        })?;
+        Ok(())
+    }
+
+    /// The holder is lost (killed, frozen): the standby fences it, then takes over.
+    fn lose_holder(&mut self, what: &str, signal: Signal) -> Result<(), Failed> {
+        let victim = self.holder;
+        let survivor = self.standby();
+        self.write_row()?;
+        let t0 = Instant::now();
+        self.rig
+            .signal(victim, signal)
+            .map_err(|e| Failed(e.to_string()))?;
+        // No takeover before the fence: while the victim has power, the survivor runs nothing.
+        let took = self.watch(what, WAIT, |r| {
+            !r.powered(victim) || !r.running(survivor).is_empty()
+        })?;
+        if self.rig.powered(victim) {
+            return fail(format!(
+                "{what}: {} started {:?} before {} was fenced",
+                self.rig.name(survivor),
+                self.rig.running(survivor),
+                self.rig.name(victim)
+            ));
+        }
+        self.watch(what, WAIT, |r| r.holds_all(survivor))?;
+        let total = t0.elapsed();
+        self.check_after(what, survivor)?;
+        self.say(format!(
+            "{what}: {} fenced after {} ms, group running on {} after {} ms",
+            self.rig.name(victim),
+            took.as_millis(),
+            self.rig.name(survivor),
+            total.as_millis()
+        ));
+        self.mend(what)
+    }
+
+    /// Every heartbeat path between the two holders cut (a witness, if any, hears both): one
+    /// side fences the other, one holder remains.
+    fn partition(&mut self, what: &str) -> Result<(), Failed> {
+        let [a, b] = self.rig.desc.holders();
+        self.write_row()?;
+        self.rig.cut_serial(true);
+        self.rig
+            .deafen(a, b)
+            .and_then(|()| self.rig.deafen(b, a))
+            .map_err(|e| Failed(e.to_string()))?;
+        self.watch(what, WAIT, |r| {
+            let alive: Vec<usize> = [a, b].into_iter().filter(|&i| r.powered(i)).collect();
+            alive.len() == 1 && r.holds_all(alive[0])
+        })?;
+        let winner = if self.rig.powered(a) { a } else { b };
+        self.check_after(what, winner)?;
+        self.say(format!(
+            "{what}: {} survived and holds",
+            self.rig.name(winner)
+        ));
+        self.mend(what)
+    }
+
+    /// The standby hears nothing from the holder, the holder still hears the standby.
+    fn one_way(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s) = (self.holder, self.standby());
+        self.write_row()?;
+        self.rig.deafen(s, h).map_err(|e| Failed(e.to_string()))?;
+        self.watch(what, WAIT, |r| {
+            let alive: Vec<usize> = [h, s].into_iter().filter(|&i| r.powered(i)).collect();
+            alive.len() == 1 && r.holds_all(alive[0])
+        })?;
+        let winner = if self.rig.powered(h) { h } else { s };
+        self.check_after(what, winner)?;
+        self.say(format!(
+            "{what}: {} holds, the other was fenced",
+            self.rig.name(winner)
+        ));
+        self.mend(what)
+    }
+
+    /// A fence device that cannot confirm: no takeover while it fails, takeover once it works.
+    fn bad_bmc(&mut self, what: &str, lie: bool) -> Result<(), Failed> {
+        let (victim, survivor) = (self.holder, self.standby());
+        self.write_row()?;
+        if lie {
+            self.rig.bmc_ignores_off(victim, true);
+        } else {
+            self.rig.cut_bmc(victim, true);
+        }
+        self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
+        let started = Instant::now();
+        while started.elapsed() < QUIET {
+            if !self.rig.running(survivor).is_empty() {
+                return fail(format!(
+                    "{what}: {} took over without a confirmed fence: {:?}",
+                    self.rig.name(survivor),
+                    self.rig.running(survivor)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if lie {
+            self.rig.bmc_ignores_off(victim, false);
+        } else {
+            self.rig.cut_bmc(victim, false);
+        }
+        // A crashed agent on a powered host left its resources running: they count until the
+        // fence takes the power.
+        self.watch(what, WAIT, |r| !r.powered(victim) && r.holds_all(survivor))?;
+        self.check_after(what, survivor)?;
+        self.say(format!(
+            "{what}: nothing started for {} s while the fence failed; takeover once it worked",
+            QUIET.as_secs()
+        ));
+        self.mend(what)
+    }
+
+    /// The standby's state directory is full when the holder dies: it cannot record the new
+    /// epoch, so it must not take over until it can.
+    fn disk_full(&mut self, what: &str) -> Result<(), Failed> {
+        let (victim, survivor) = (self.holder, self.standby());
+        self.write_row()?;
+        self.rig
+            .fill_disk(survivor, true)
+            .map_err(|e| Failed(e.to_string()))?;
+        self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
+        let started = Instant::now();
+        while started.elapsed() < QUIET {
+            if !self.rig.running(survivor).is_empty() {
+                return fail(format!(
+                    "{what}: {} started {:?} with a full state directory",
+                    self.rig.name(survivor),
+                    self.rig.running(survivor)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.rig
+            .fill_disk(survivor, false)
+            .map_err(|e| Failed(e.to_string()))?;
+        self.watch(what, WAIT, |r| !r.powered(victim) && r.holds_all(survivor))?;
+        self.check_after(what, survivor)?;
+        self.say(format!(
+            "{what}: nothing started while the state directory was full; takeover once freed"
+        ));
+        self.mend(what)
+    }
+
+    /// Runs one named scenario (not `chaos`).
+    pub fn run(&mut self, name: &str) -> Result<(), Failed> {
+        match name {
+            "kill-holder" => self.lose_holder(name, Signal::SIGKILL),
+            "freeze-holder" => self.lose_holder(name, Signal::SIGSTOP),
+            "partition" => self.partition(name),
+            "one-way" => self.one_way(name),
+            "lossy-lan" => {
+                self.rig.cut_serial(true);
+                self.rig.degrade_lan(15, Duration::from_millis(80));
+                self.hold_still(name)?;
+                self.say(format!(
+                    "{name}: 15 % loss and 80 ms delay on the only link for {} s: no failover",
+                    QUIET.as_secs()
+                ));
+                self.mend(name)
+            }
+            "bmc-lies" => self.bad_bmc(name, true),
+            "bmc-down" => self.bad_bmc(name, false),
+            "disk-full" => self.disk_full(name),
+            "clock-jump" => {
+                let s = self.standby();
+                let h = self.holder;
+                self.rig
+                    .set_clock_offset(h, 3600)
+                    .map_err(|e| Failed(e.to_string()))?;
+                self.rig
+                    .set_clock_offset(s, -3600)
+                    .map_err(|e| Failed(e.to_string()))?;
+                self.hold_still(name)?;
+                self.say(format!(
+                    "{name}: wall clocks stepped +1 h and -1 h for {} s: no failover",
+                    QUIET.as_secs()
+                ));
+                self.mend(name)
+            }
+            other => fail(format!(
+                "unknown scenario {other:?}; known: {}",
+                SCENARIOS.join(", ")
+            )),
+        }
+    }
+
+    /// `faults` random scenarios from `seed`.
+    pub fn chaos(&mut self, seed: u64, faults: usize) -> Result<(), Failed> {
+        let available: Vec<&str> = SCENARIOS[..SCENARIOS.len() - 1]
+            .iter()
+            .copied()
+            .filter(|s| {
+                !self
+                    .rig
+                    .limits
+                    .missing
+                    .iter()
+                    .any(|(m, _)| self.needs(s, m))
+            })
+            .collect();
+        self.say(format!(
+            "chaos: {faults} faults, seed {seed} (replay with --seed {seed}); faults: {}",
+            available.join(", ")
+        ));
+        let mut rng = seed | 1;
+        for n in 0..faults {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            let len = available.len() as u64;
+            let pick = available[usize::try_from(rng % len).unwrap_or(0)];
+            self.say(format!(
+                "fault {n}: {pick} (holder {}, epoch {})",
+                self.rig.name(self.holder),
+                self.epoch
+            ));
+            self.run(pick)
+                .map_err(|e| Failed(format!("fault {n} ({pick}, seed {seed}): {}", e.0)))?;
+        }
+        Ok(())
+    }
+
+    fn needs(&self, scenario: &str, missing: &str) -> bool {
+        matches!(
+            (scenario, missing),
+            ("clock-jump", "clock-jump") | ("disk-full", "disk-full")
+        )
+    }
+}

@@ -1,0 +1,98 @@
+//! The emulated rig on real processes: each fault scenario once, then a short chaos run, on the
+//! rig description a user would start from (`hwtests/rigs/pair.toml`: namespaces, a virtual IP,
+//! a PostgreSQL Catalog), or, when not root, on the loopback rig (marker resources only; the
+//! test says which faults that leaves out).
+//!
+//! `CHAOS_SEED` replays a chaos run; `CHAOS_FAULTS` sets its length (30 by default, as in CI).
+
+use std::path::Path;
+
+use hwtests::rig::desc::RigDesc;
+use hwtests::rig::emulated::Emulated;
+use hwtests::rig::scenario::Runner;
+
+fn rig() -> Emulated {
+    let root = nix::unistd::geteuid().is_root();
+    let file = if root { "pair.toml" } else { "loopback.toml" };
+    if !root {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root: the full rig must run there"
+        );
+        eprintln!("not root: the loopback rig (no virtual IP, Catalog, carrier loss, firewall or full disk)");
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rigs")
+        .join(file);
+    let desc = RigDesc::load(&path).expect("rig description");
+    let rig = Emulated::build(desc).expect("rig");
+    for (fault, why) in &rig.limits.missing {
+        eprintln!("note: {fault} is not available here: {why}");
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true") || rig.limits.missing.is_empty(),
+        "CI must run every fault: {:?}",
+        rig.limits.missing
+    );
+    rig
+}
+
+#[test]
+fn every_rig_description_shipped_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("rigs") {
+        let path = entry.expect("entry").path();
+        let desc = RigDesc::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert!(desc.hosts.len() >= 2, "{}", path.display());
+        n += 1;
+    }
+    assert!(n >= 3, "{n} rig descriptions");
+}
+
+fn scenarios(names: &[&str]) {
+    let rig = rig();
+    let mut runner = Runner::start(rig).unwrap_or_else(|e| panic!("{e}"));
+    for name in names {
+        let skip = runner.rig.limits.missing.iter().any(|(m, _)| m == name);
+        if skip {
+            eprintln!("{name}: not available on this machine (see the note above)");
+            continue;
+        }
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
+#[test]
+fn a_lost_holder_is_fenced_before_the_takeover() {
+    scenarios(&["kill-holder", "freeze-holder"]);
+}
+
+#[test]
+fn link_faults_leave_one_holder_and_no_false_failover() {
+    scenarios(&["partition", "one-way", "lossy-lan", "clock-jump"]);
+}
+
+#[test]
+fn no_takeover_without_a_confirmed_fence_or_a_durable_epoch() {
+    scenarios(&["bmc-lies", "bmc-down", "disk-full"]);
+}
+
+#[test]
+fn chaos_on_the_rig() {
+    let faults: usize = std::env::var("CHAOS_FAULTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("CHAOS_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_secs())
+        });
+    let mut runner = Runner::start(rig()).unwrap_or_else(|e| panic!("{e}"));
+    runner.chaos(seed, faults).unwrap_or_else(|e| panic!("{e}"));
+}
