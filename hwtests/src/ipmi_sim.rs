@@ -152,7 +152,8 @@ impl IpmiSim {
         }
     }
 
-    /// Lines the hook logged for every power command received (`<time> power=0`, ...).
+    /// Lines the hook logged for every power command received (`<time> power=0`, ...; an
+    /// off ignored after [`IpmiSim::set_ignore_off`] is `power=0-ignored`).
     pub fn power_log(&self) -> Vec<String> {
         std::fs::read_to_string(self.dir.path().join("power.log"))
             .map(|s| s.lines().map(str::to_owned).collect())
@@ -230,7 +231,7 @@ impl Drop for IpmiSim {
 fn hook_script(behaviour: PowerBehaviour) -> String {
     let set_power = match behaviour {
         PowerBehaviour::Normal => {
-            r#"if [ "$v" = 0 ] && [ -e "$state.ignore-off" ]; then :; else echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi; fi"#
+            r#"if [ "$v" = 0 ] && [ -e "$state.ignore-off" ]; then v=0-ignored; else echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi; fi"#
         }
         PowerBehaviour::IgnoreOff => r#"[ "$v" = 0 ] || echo "$v" > "$state""#,
     };

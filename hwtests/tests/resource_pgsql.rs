@@ -376,3 +376,52 @@ fn make_postgres_only(path: &std::path::Path) {
     nix::unistd::chown(path, Some(user.uid), Some(user.gid)).expect("chown");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
+
+/// A standby whose host lost power (SIGKILL to its postmaster) while the primary kept taking
+/// writes comes back by a plain restart: no rewind, no fresh copy, its data directory kept,
+/// and it catches up on the rows it missed.
+#[tokio::test]
+async fn a_crashed_standby_restarts_without_a_fresh_copy() {
+    let pg = PgCluster::start();
+    pg.sql_ok(
+        Node::A,
+        "CREATE TABLE jobs (id int PRIMARY KEY, name text); \
+         INSERT INTO jobs SELECT g, 'before-' || g FROM generate_series(1, 100) g",
+    );
+    pg.wait_for(
+        Node::B,
+        "SELECT count(*) FROM jobs",
+        "100",
+        REPLICATION_TIMEOUT,
+    );
+    let killed = pg.crash(Node::B);
+    eprintln!("crashed standby B (postmaster {killed})");
+    pg.sql_ok(
+        Node::A,
+        "INSERT INTO jobs SELECT g, 'missed-' || g FROM generate_series(101, 130) g",
+    );
+    let mut b =
+        PgsqlResource::new("catalog-b", pg.params(Node::B, RejoinPolicy::Rewind)).expect("b");
+    let report = b
+        .rejoin_as_standby(deadline())
+        .await
+        .expect("rejoin by restart");
+    eprintln!("restart report: {report:?}");
+    assert_eq!(report.outcome, RejoinOutcome::Restarted);
+    assert_eq!(report.rewind, None, "nothing to rewind on a standby");
+    assert_eq!(report.clone, None, "no fresh copy");
+    assert!(pg.moved_aside(Node::B).is_empty(), "data directory kept");
+    eprintln!(
+        "TIMING standby_restart_to_streaming_ms={} rejoin_total_ms={}",
+        report.start_to_streaming.unwrap_or_default().as_millis(),
+        report.total.as_millis()
+    );
+    assert_eq!(pg.in_recovery(Node::B), Some(true));
+    pg.wait_for(
+        Node::B,
+        "SELECT count(*) FROM jobs",
+        "130",
+        REPLICATION_TIMEOUT,
+    );
+    assert_eq!(b.monitor(deadline()).await, Ok(ResourceState::Stopped));
+}

@@ -80,6 +80,11 @@ fn no_takeover_without_a_confirmed_fence_or_a_durable_epoch() {
 }
 
 #[test]
+fn a_failed_start_or_a_hung_stop_never_splits_the_group() {
+    scenarios(&["start-failure", "stop-hang"]);
+}
+
+#[test]
 fn chaos_on_the_rig() {
     let faults: usize = std::env::var("CHAOS_FAULTS")
         .ok()

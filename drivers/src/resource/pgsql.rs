@@ -158,6 +158,8 @@ pub struct RejoinReport {
 pub enum RejoinOutcome {
     /// It already streamed from the peer as a standby; nothing was changed.
     AlreadyStandby,
+    /// It was a standby that had stopped or crashed: started again as it was; now streaming.
+    Restarted,
     /// Rewound with `pg_rewind`; now streaming.
     Rewound,
     /// Copied afresh with `pg_basebackup`; now streaming.
@@ -294,6 +296,14 @@ impl PgsqlResource {
         }
         if self.live_postmaster().is_some() {
             report.stopped = Some(self.stop_server(ACTION, deadline).await?);
+        } else if self.standby_signal().exists() && self.params.rejoin != RejoinPolicy::Manual {
+            // A standby that went down (power cut, crash) never took writes of its own: it
+            // has nothing to rewind and only needs to start and catch up. Single-user crash
+            // recovery cannot replay a standby, so the rewind path would end in a fresh copy,
+            // which for a large Catalog takes hours.
+            if let Some(report) = self.restart_standby(&conninfo, deadline, began).await? {
+                return Ok(report);
+            }
         }
         match self.params.rejoin {
             RejoinPolicy::Manual => {
@@ -338,6 +348,57 @@ impl PgsqlResource {
         report.start_to_streaming = Some(started.elapsed());
         report.total = began.elapsed();
         Ok(report)
+    }
+
+    /// Starts a stopped or crashed standby as it is and waits for it to stream. `None` when it
+    /// does not stream within [`STANDBY_RESTART_LIMIT`] (the server is stopped again and the
+    /// rejoin policy takes over); an error only for the executor's own failures.
+    async fn restart_standby(
+        &self,
+        conninfo: &str,
+        deadline: Instant,
+        began: Instant,
+    ) -> Result<Option<RejoinReport>, ResourceError> {
+        const ACTION: &str = "rejoin";
+        let state = self.cluster_state(deadline).await?;
+        if !matches!(
+            state.as_str(),
+            "in archive recovery" | "shut down in recovery"
+        ) {
+            return Ok(None);
+        }
+        self.write_standby_config(ACTION, conninfo)?;
+        self.remove_stale_pid_file(ACTION)?;
+        let started = Instant::now();
+        let limit = deadline.min(started + STANDBY_RESTART_LIMIT);
+        let streaming = match self.pg_ctl_start(ACTION, limit).await {
+            Ok(()) => self.wait_streaming(conninfo, limit).await,
+            Err(e) => Err(e),
+        };
+        match streaming {
+            Ok(()) => {
+                tracing::info!(resource = %self.name, state = %state,
+                    start_to_streaming_ms = started.elapsed().as_millis(),
+                    "standby restarted and streaming");
+                Ok(Some(RejoinReport {
+                    policy: self.params.rejoin,
+                    outcome: RejoinOutcome::Restarted,
+                    stopped: None,
+                    crash_recovery: None,
+                    rewind: None,
+                    clone: None,
+                    start_to_streaming: Some(started.elapsed()),
+                    fallback_reason: None,
+                    total: began.elapsed(),
+                }))
+            }
+            Err(e) => {
+                let _ = self.kill_postmaster().await;
+                tracing::warn!(resource = %self.name, error = %e,
+                    "the standby did not stream after a restart; rejoining by policy");
+                Ok(None)
+            }
+        }
     }
 
     async fn do_start(&mut self, deadline: Instant) -> Result<(), ResourceError> {
@@ -1245,6 +1306,10 @@ impl Resource for PgsqlResource {
             };
             Ok(match report.outcome {
                 RejoinOutcome::AlreadyStandby => "already a streaming standby".to_owned(),
+                RejoinOutcome::Restarted => format!(
+                    "standby restarted and streaming (rejoin {} ms)",
+                    report.total.as_millis()
+                ),
                 RejoinOutcome::Rewound => format!(
                     "rewound{} and streaming (rejoin {} ms)",
                     ms(report.rewind),
@@ -1522,6 +1587,9 @@ const IMMEDIATE_RESERVE: Duration = Duration::from_secs(5);
 const CLEANUP_GRACE: Duration = Duration::from_secs(5);
 /// After `SIGQUIT`, how long the postmaster gets before `SIGKILL`.
 const KILL_AFTER: Duration = Duration::from_secs(3);
+/// How long a restarted standby gets to stream before the rejoin policy (rewind, re-clone)
+/// takes over: replaying the WAL it missed and connecting take seconds, not minutes.
+const STANDBY_RESTART_LIMIT: Duration = Duration::from_secs(20);
 /// How long `postmaster.pid` must be absent before a killed start counts as having left
 /// nothing (the postmaster writes it within milliseconds of being forked).
 const PID_FILE_SETTLE: Duration = Duration::from_millis(200);

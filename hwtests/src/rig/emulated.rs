@@ -59,14 +59,16 @@ const STATE_FS_BYTES: u64 = 4 << 20;
 /// How often the power watcher looks at the BMCs.
 const POWER_POLL: Duration = Duration::from_millis(5);
 /// A script resource: a state file per node and resource, a journal line with a timestamp per
-/// real start and stop. `NODE-NAME.nostart` makes its start fail.
+/// real start and stop. `NODE-NAME.nostart` makes its start fail, `NODE-NAME.hang` its stop
+/// hang.
 const MARKER_SCRIPT: &str = r#"#!/bin/sh
 action=$1; name=$2; node=$3; dir=$4
 state="$dir/$node-$name.state"
 case "$action" in
   start) [ -e "$dir/$node-$name.nostart" ] && exit 1
          if [ ! -e "$state" ]; then : > "$state"; echo "$(date +%s.%N) $node start $name" >> "$dir/journal"; fi ;;
-  stop) if [ -e "$state" ]; then rm -f "$state"; echo "$(date +%s.%N) $node stop $name" >> "$dir/journal"; fi ;;
+  stop) [ -e "$dir/$node-$name.hang" ] && sleep 3600
+        if [ -e "$state" ]; then rm -f "$state"; echo "$(date +%s.%N) $node stop $name" >> "$dir/journal"; fi ;;
   status) [ -e "$state" ] || exit 3 ;;
 esac
 exit 0
@@ -477,7 +479,8 @@ impl Emulated {
                         "type = \"script\"\n\
                          start = [\"{sc}\", \"start\", \"{n}\", \"{{node}}\", \"{d}\"]\n\
                          stop = [\"{sc}\", \"stop\", \"{n}\", \"{{node}}\", \"{d}\"]\n\
-                         status = [\"{sc}\", \"status\", \"{n}\", \"{{node}}\", \"{d}\"]\n",
+                         status = [\"{sc}\", \"status\", \"{n}\", \"{{node}}\", \"{d}\"]\n\
+                         start_timeout = \"5s\"\nstop_timeout = \"3s\"\n",
                         n = r.name
                     );
                 }
@@ -628,6 +631,23 @@ impl Emulated {
         }
         self.kill_host_processes(i);
         let name = self.name(i).to_owned();
+        // The journal learns that everything this host ran is gone.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut journal = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("journal"))?;
+        io::Write::write_all(
+            &mut journal,
+            format!(
+                "{}.{:09} {name} reboot -\n",
+                now.as_secs(),
+                now.subsec_nanos()
+            )
+            .as_bytes(),
+        )?;
         for r in &self.desc.resources {
             let _ = fs::remove_file(self.dir.path().join(format!("{name}-{}.state", r.name)));
             if let (ResourceKind::Vip { address }, Some(ns)) = (&r.kind, &self.netns) {
@@ -814,6 +834,31 @@ impl Emulated {
         }
     }
 
+    /// Makes resource `resource` fail to start on host `i` (or start again).
+    pub fn refuse_start(&self, i: usize, resource: &str, refuse: bool) -> io::Result<()> {
+        self.flag(i, resource, "nostart", refuse)
+    }
+
+    /// Makes resource `resource` hang when stopped on host `i` (or stop again).
+    pub fn hang_stop(&self, i: usize, resource: &str, hang: bool) -> io::Result<()> {
+        self.flag(i, resource, "hang", hang)
+    }
+
+    fn flag(&self, i: usize, resource: &str, what: &str, on: bool) -> io::Result<()> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("{}-{resource}.{what}", self.name(i)));
+        if on {
+            fs::write(path, "")
+        } else {
+            fs::remove_file(path).or_else(|e| match e.kind() {
+                io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })
+        }
+    }
+
     /// Fills host `i`'s state directory (or frees it again).
     pub fn fill_disk(&self, i: usize, full: bool) -> io::Result<()> {
         let h = &self.hosts[i];
@@ -872,6 +917,10 @@ impl Emulated {
                     .output();
             }
             self.bmc_ignores_off(i, false);
+            for r in &self.desc.resources {
+                self.refuse_start(i, &r.name, false)?;
+                self.hang_stop(i, &r.name, false)?;
+            }
             if self.hosts[i].own_fs {
                 self.fill_disk(i, false)?;
             }
@@ -892,6 +941,38 @@ impl Emulated {
         fs::read_to_string(self.dir.path().join("journal"))
             .map(|t| t.lines().map(str::to_owned).collect())
             .unwrap_or_default()
+    }
+
+    /// Checks, from the resource journal (timestamped by the resources themselves) and the
+    /// BMCs' power logs, that no two hosts ever ran resources of the group at the same time: a
+    /// host runs from a resource's start until its stop, its power-off or its reboot.
+    pub fn check_journal(&self) -> Result<usize, String> {
+        let mut events: Vec<(f64, String, String, String)> = Vec::new();
+        for line in self.journal() {
+            let mut f = line.split_whitespace();
+            let (Some(t), Some(node), Some(what), Some(res)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
+                return Err(format!("journal line {line:?} is torn"));
+            };
+            let t: f64 = t
+                .parse()
+                .map_err(|_| format!("journal line {line:?}: bad time"))?;
+            events.push((t, node.to_owned(), what.to_owned(), res.to_owned()));
+        }
+        for (i, bmc) in self.bmcs.iter().enumerate() {
+            let Some(bmc) = bmc else { continue };
+            for line in bmc.power_log() {
+                let mut f = line.split_whitespace();
+                if let (Some(t), Some("power=0")) = (f.next(), f.next()) {
+                    if let Ok(t) = t.parse::<f64>() {
+                        events.push((t, self.name(i).to_owned(), "off".into(), "-".into()));
+                    }
+                }
+            }
+        }
+        never_two_hosts(&mut events)?;
+        Ok(events.len())
     }
 
     /// Waits until `pred` holds, polling every 20 ms, for at most `timeout`.
@@ -932,6 +1013,38 @@ impl Drop for Emulated {
             }
         }
     }
+}
+
+/// Replays `(time, host, start|stop|off|reboot, resource)` events in time order and fails at
+/// the first moment two hosts run resources of the group.
+pub fn never_two_hosts(events: &mut [(f64, String, String, String)]) -> Result<(), String> {
+    events.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut running: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        std::collections::BTreeMap::new();
+    for (t, node, what, res) in events.iter() {
+        let set = running.entry(node.clone()).or_default();
+        match what.as_str() {
+            "start" => {
+                set.insert(res.clone());
+            }
+            "stop" => {
+                set.remove(res);
+            }
+            _ => set.clear(),
+        }
+        let busy: Vec<String> = running
+            .iter()
+            .filter(|(_, s)| !s.is_empty())
+            .map(|(n, s)| format!("{n} {s:?}"))
+            .collect();
+        if busy.len() > 1 {
+            return Err(format!(
+                "at {t:.6} ({node} {what} {res}) two hosts ran the group: {}",
+                busy.join("; ")
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn power_watcher(shared: &PowerShared) {
@@ -1137,3 +1250,48 @@ fn run(program: &str, args: &[&str]) -> io::Result<()> {
 
 /// The superuser password of the Catalog (for scenarios that write rows).
 pub const CATALOG_PASSWORD: &str = SUPERUSER_PASSWORD;
+
+#[cfg(test)]
+mod tests {
+    use super::never_two_hosts;
+
+    fn ev(t: f64, node: &str, what: &str, res: &str) -> (f64, String, String, String) {
+        (t, node.into(), what.into(), res.into())
+    }
+
+    #[test]
+    fn a_handover_in_order_passes() {
+        let mut events = vec![
+            ev(1.0, "alpha", "start", "storage"),
+            ev(1.1, "alpha", "start", "dir"),
+            ev(2.0, "alpha", "stop", "dir"),
+            ev(2.1, "alpha", "stop", "storage"),
+            ev(2.2, "beta", "start", "storage"),
+            ev(3.0, "beta", "off", "-"),
+            ev(3.5, "alpha", "start", "storage"),
+            ev(4.0, "beta", "reboot", "-"),
+        ];
+        assert_eq!(never_two_hosts(&mut events), Ok(()));
+    }
+
+    #[test]
+    fn overlap_is_caught_whatever_the_order_of_lines() {
+        // Out of order on purpose: the journal and the power logs are merged by time.
+        let mut events = vec![
+            ev(2.2, "beta", "start", "storage"),
+            ev(1.0, "alpha", "start", "storage"),
+            ev(2.1, "alpha", "stop", "dir"),
+            ev(1.1, "alpha", "start", "dir"),
+            ev(2.3, "alpha", "stop", "storage"),
+        ];
+        let e = never_two_hosts(&mut events).expect_err("alpha still ran storage");
+        assert!(e.contains("at 2.200000 (beta start storage)"), "{e}");
+        // A power-off before the start clears the old holder.
+        let mut events = vec![
+            ev(1.0, "alpha", "start", "storage"),
+            ev(1.5, "alpha", "off", "-"),
+            ev(1.6, "beta", "start", "storage"),
+        ];
+        assert_eq!(never_two_hosts(&mut events), Ok(()));
+    }
+}

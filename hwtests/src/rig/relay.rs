@@ -22,6 +22,8 @@ use std::time::{Duration, Instant};
 
 /// How often the relay thread looks at its stop flag and its delay queue when idle.
 const POLL: Duration = Duration::from_millis(5);
+/// Packets taken from a socket per turn of the relay loop.
+const DRAIN: usize = 256;
 /// Packets held for delay at most; beyond it they are dropped (a full switch buffer).
 const QUEUE_LIMIT: usize = 4096;
 
@@ -188,9 +190,20 @@ fn run(front: &UdpSocket, back: &UdpSocket, faults: &Faults, seed: u64) {
         if let Ok((n, from)) = front.recv_from(&mut buf) {
             client = Some(from);
             arrived.push((Way::ToTarget, buf[..n].to_vec()));
+            // Then whatever else is queued (bounded per turn), without waiting.
+            if front.set_nonblocking(true).is_ok() {
+                for _ in 0..DRAIN {
+                    let Ok((n, from)) = front.recv_from(&mut buf) else {
+                        break;
+                    };
+                    client = Some(from);
+                    arrived.push((Way::ToTarget, buf[..n].to_vec()));
+                }
+                let _ = front.set_nonblocking(false);
+            }
         }
         // Back: whatever the target sent meanwhile (bounded per turn).
-        for _ in 0..64 {
+        for _ in 0..DRAIN {
             match back.recv(&mut buf) {
                 Ok(n) => arrived.push((Way::ToClient, buf[..n].to_vec())),
                 Err(_) => break,
@@ -253,7 +266,7 @@ mod tests {
         let client = UdpSocket::bind(lo()).expect("client");
         let server = UdpSocket::bind(lo()).expect("server");
         for s in [&client, &server] {
-            s.set_read_timeout(Some(Duration::from_millis(500)))
+            s.set_read_timeout(Some(Duration::from_secs(2)))
                 .expect("timeout");
         }
         let relay = UdpRelay::start(lo(), lo(), server.local_addr().expect("addr")).expect("relay");
@@ -270,6 +283,11 @@ mod tests {
         server.send_to(b"pong", from).expect("reply");
         let n = client.recv(&mut buf).expect("client hears");
         assert_eq!(&buf[..n], b"pong");
+        // The relay counts right after its send returns, which may be after the client woke.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while relay.forwarded(Way::ToClient) < 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         assert_eq!(relay.forwarded(Way::ToTarget), 1);
         assert_eq!(relay.forwarded(Way::ToClient), 1);
     }
@@ -280,7 +298,13 @@ mod tests {
         let mut buf = [0u8; 64];
         relay.set_cut(Way::ToTarget, true);
         client.send_to(b"lost", relay.front()).expect("send");
+        server
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .expect("timeout");
         assert!(server.recv_from(&mut buf).is_err(), "a cut leg delivered");
+        server
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         assert_eq!(relay.dropped(Way::ToTarget), 1);
         relay.heal();
         client.send_to(b"found", relay.front()).expect("send");
@@ -321,8 +345,12 @@ mod tests {
         let (client, server, relay) = pair();
         relay.set_loss(Way::ToTarget, 50);
         let mut buf = [0u8; 64];
-        for _ in 0..400 {
+        // Paced, so that the kernel's socket buffer never overflows before the relay reads.
+        for i in 0..400 {
             client.send_to(b"x", relay.front()).expect("send");
+            if i % 20 == 19 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while relay.forwarded(Way::ToTarget) + relay.dropped(Way::ToTarget) < 400 {

@@ -26,7 +26,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(5);
 
 /// Scenario names `run` accepts.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 12] = [
     "kill-holder",
     "freeze-holder",
     "partition",
@@ -36,6 +36,8 @@ pub const SCENARIOS: [&str; 10] = [
     "bmc-down",
     "disk-full",
     "clock-jump",
+    "start-failure",
+    "stop-hang",
     "chaos",
 ];
 
@@ -140,8 +142,10 @@ impl Runner {
     ) -> Result<Duration, Failed> {
         let started = Instant::now();
         loop {
+            // Two looks: one look reads the hosts one after the other, and a switchover
+            // (tens of milliseconds) can fall between them; a real double holder persists.
             let holders = self.rig.holders();
-            if holders.len() > 1 {
+            if holders.len() > 1 && self.rig.holders().len() > 1 {
                 let seen: Vec<String> = holders
                     .iter()
                     .map(|&i| format!("{} runs {:?}", self.rig.name(i), self.rig.running(i)))
@@ -254,6 +258,13 @@ impl Runner {
     /// Mends links and faults, reboots every host without power or agent, and waits until
     /// every host is back: the holder runs the group, the others are standby.
     fn mend(&mut self, what: &str) -> Result<(), Failed> {
+        let events = self
+            .rig
+            .check_journal()
+            .map_err(|e| Failed(format!("{what}: {e}")))?;
+        self.say(format!(
+            "{what}: journal of {events} starts, stops and power-offs: never two hosts at once"
+        ));
         self.rig
             .heal()
             .map_err(|e| Failed(format!("{what}: heal: {e}")))?;
@@ -424,6 +435,85 @@ impl Runner {
         self.mend(what)
     }
 
+    /// The last marker resource of the group (the Director on a Bacula rig).
+    fn last_marker(&self) -> Option<String> {
+        self.rig
+            .desc
+            .resources
+            .iter()
+            .rev()
+            .find(|r| r.kind == super::desc::ResourceKind::Marker)
+            .map(|r| r.name.clone())
+    }
+
+    /// A switchover to a standby whose last resource will not start: the group must end up
+    /// running whole on one host, never half on each.
+    fn start_failure(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s) = (self.holder, self.standby());
+        let res = self
+            .last_marker()
+            .ok_or_else(|| Failed("no marker resource".into()))?;
+        self.write_row()?;
+        self.rig
+            .refuse_start(s, &res, true)
+            .map_err(|e| Failed(e.to_string()))?;
+        let out = self
+            .rig
+            .cli(h, &["switchover"])
+            .map_err(|e| Failed(e.to_string()))?;
+        self.say(format!(
+            "{what}: switchover to {} whose {res} will not start: {}",
+            self.rig.name(s),
+            String::from_utf8_lossy(&out.stdout).trim()
+        ));
+        self.watch(what, WAIT, |r| {
+            let whole: Vec<usize> = [h, s].into_iter().filter(|&i| r.holds_all(i)).collect();
+            whole.len() == 1
+        })?;
+        let winner = if self.rig.holds_all(h) { h } else { s };
+        self.check_after(what, winner)?;
+        self.say(format!(
+            "{what}: the group runs whole on {}",
+            self.rig.name(winner)
+        ));
+        self.mend(what)
+    }
+
+    /// A switchover whose stop hangs on the holder: the holder cannot hand over cleanly, so it
+    /// must be fenced before the standby starts anything.
+    fn stop_hang(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s) = (self.holder, self.standby());
+        let res = self
+            .last_marker()
+            .ok_or_else(|| Failed("no marker resource".into()))?;
+        self.write_row()?;
+        self.rig
+            .hang_stop(h, &res, true)
+            .map_err(|e| Failed(e.to_string()))?;
+        let _ = self
+            .rig
+            .cli(h, &["switchover"])
+            .map_err(|e| Failed(e.to_string()))?;
+        let fenced = self.watch(what, WAIT, |r| !r.powered(h) || !r.running(s).is_empty())?;
+        if self.rig.powered(h) {
+            return fail(format!(
+                "{what}: {} started {:?} while {} (stop hung) had power",
+                self.rig.name(s),
+                self.rig.running(s),
+                self.rig.name(h)
+            ));
+        }
+        self.watch(what, WAIT, |r| r.holds_all(s))?;
+        self.check_after(what, s)?;
+        self.say(format!(
+            "{what}: {} fenced {} ms after its stop hung; {} holds",
+            self.rig.name(h),
+            fenced.as_millis(),
+            self.rig.name(s)
+        ));
+        self.mend(what)
+    }
+
     /// Runs one named scenario (not `chaos`).
     pub fn run(&mut self, name: &str) -> Result<(), Failed> {
         match name {
@@ -444,6 +534,8 @@ impl Runner {
             "bmc-lies" => self.bad_bmc(name, true),
             "bmc-down" => self.bad_bmc(name, false),
             "disk-full" => self.disk_full(name),
+            "start-failure" => self.start_failure(name),
+            "stop-hang" => self.stop_hang(name),
             "clock-jump" => {
                 let s = self.standby();
                 let h = self.holder;
