@@ -26,10 +26,11 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(5);
 
 /// Scenario names `run` accepts.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "kill-holder",
     "freeze-holder",
     "partition",
+    "isolate-holder",
     "one-way",
     "lossy-lan",
     "bmc-lies",
@@ -67,8 +68,13 @@ impl Runner {
     /// Catalog's primary, is where the group starts) and waits for the group to run there.
     pub fn start(mut rig: Emulated) -> Result<Self, Failed> {
         let [a, _] = rig.desc.holders();
-        rig.start(a)
-            .map_err(|e| Failed(format!("start {}: {e}", rig.name(a))))?;
+        // With the witnesses, whose votes it needs.
+        for i in 0..rig.desc.hosts.len() {
+            if i == a || rig.desc.hosts[i].witness {
+                rig.start(i)
+                    .map_err(|e| Failed(format!("start {}: {e}", rig.name(i))))?;
+            }
+        }
         if !rig.wait(WAIT, |r| r.holds_all(a)) {
             return fail(format!(
                 "{} did not take the group within {WAIT:?}",
@@ -78,7 +84,7 @@ impl Runner {
         // Alone, it fenced the others before taking over (it cannot know they hold nothing):
         // they boot now, as after a power cut.
         for i in 0..rig.desc.hosts.len() {
-            if i != a {
+            if i != a && !rig.desc.hosts[i].witness {
                 let started = if rig.powered(i) {
                     rig.start(i)
                 } else {
@@ -285,8 +291,9 @@ impl Runner {
         self.watch(&format!("{what}: rejoin"), WAIT, |r| {
             r.holds_all(holder)
                 && (0..n).filter(|&i| i != holder).all(|i| {
+                    let witness = r.desc.hosts[i].witness;
                     r.resources(i)
-                        .is_some_and(|v| v["holds"] == false && v["role"] == "Standby")
+                        .is_some_and(|v| v["holds"] == false && (witness || v["role"] == "Standby"))
                 })
         })?;
         Ok(())
@@ -336,6 +343,9 @@ impl Runner {
             .deafen(a, b)
             .and_then(|()| self.rig.deafen(b, a))
             .map_err(|e| Failed(e.to_string()))?;
+        if self.has_witness() {
+            return self.witness_keeps_peace(what);
+        }
         self.watch(what, WAIT, |r| {
             let alive: Vec<usize> = [a, b].into_iter().filter(|&i| r.powered(i)).collect();
             alive.len() == 1 && r.holds_all(alive[0])
@@ -349,11 +359,59 @@ impl Runner {
         self.mend(what)
     }
 
+    fn has_witness(&self) -> bool {
+        self.rig.desc.hosts.iter().any(|h| h.witness)
+    }
+
+    /// The witness still hears both sides of a cut between the two hosts: each knows the other
+    /// is alive through it, so the holder keeps the group and nobody is fenced.
+    fn witness_keeps_peace(&mut self, what: &str) -> Result<(), Failed> {
+        self.hold_still(what)?;
+        self.say(format!(
+            "{what}: the witness hears both sides: {} keeps the group, nobody fenced",
+            self.rig.name(self.holder)
+        ));
+        self.mend(what)
+    }
+
+    /// The holder cut off from every other host on every heartbeat path (the management
+    /// network stays up). With a witness the majority fences it and takes over, and the holder,
+    /// which lost its quorum, stops the group by itself as well.
+    fn isolate_holder(&mut self, what: &str) -> Result<(), Failed> {
+        if !self.has_witness() {
+            // Two hosts: the same as a partition, which the holder's head start wins.
+            return self.partition(what);
+        }
+        let (h, s) = (self.holder, self.standby());
+        self.write_row()?;
+        self.rig.cut_serial(true);
+        for o in (0..self.rig.desc.hosts.len()).filter(|&o| o != h) {
+            self.rig
+                .deafen(o, h)
+                .and_then(|()| self.rig.deafen(h, o))
+                .map_err(|e| Failed(e.to_string()))?;
+        }
+        let took = self.watch(what, WAIT, |r| r.holds_all(s) && r.running(h).is_empty())?;
+        self.check_after(what, s)?;
+        self.say(format!(
+            "{what}: {} isolated; {} holds after {} ms ({} powered {})",
+            self.rig.name(h),
+            self.rig.name(s),
+            took.as_millis(),
+            self.rig.name(h),
+            if self.rig.powered(h) { "on" } else { "off" }
+        ));
+        self.mend(what)
+    }
+
     /// The standby hears nothing from the holder, the holder still hears the standby.
     fn one_way(&mut self, what: &str) -> Result<(), Failed> {
         let (h, s) = (self.holder, self.standby());
         self.write_row()?;
         self.rig.deafen(s, h).map_err(|e| Failed(e.to_string()))?;
+        if self.has_witness() {
+            return self.witness_keeps_peace(what);
+        }
         self.watch(what, WAIT, |r| {
             let alive: Vec<usize> = [h, s].into_iter().filter(|&i| r.powered(i)).collect();
             alive.len() == 1 && r.holds_all(alive[0])
@@ -476,6 +534,22 @@ impl Runner {
             "{what}: the group runs whole on {}",
             self.rig.name(winner)
         ));
+        // As an operator would once the cause is fixed: the failed start made the node
+        // ineligible until its failures are forgotten.
+        self.rig
+            .refuse_start(s, &res, false)
+            .map_err(|e| Failed(e.to_string()))?;
+        let out = self
+            .rig
+            .cli(s, &["cleanup", &res])
+            .map_err(|e| Failed(e.to_string()))?;
+        if !out.status.success() {
+            return fail(format!(
+                "{what}: cleanup on {}: {}",
+                self.rig.name(s),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
         self.mend(what)
     }
 
@@ -520,6 +594,7 @@ impl Runner {
             "kill-holder" => self.lose_holder(name, Signal::SIGKILL),
             "freeze-holder" => self.lose_holder(name, Signal::SIGSTOP),
             "partition" => self.partition(name),
+            "isolate-holder" => self.isolate_holder(name),
             "one-way" => self.one_way(name),
             "lossy-lan" => {
                 self.rig.cut_serial(true);
