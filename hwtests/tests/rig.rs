@@ -65,13 +65,19 @@ fn scenarios(names: &[&str]) {
 }
 
 #[test]
-fn a_lost_holder_is_fenced_before_the_takeover() {
-    scenarios(&["kill-holder", "freeze-holder"]);
+fn the_group_moves_whole_and_a_lost_holder_is_fenced_first() {
+    scenarios(&["switchover", "kill-holder", "kill-standby", "freeze-holder"]);
 }
 
 #[test]
 fn link_faults_leave_one_holder_and_no_false_failover() {
-    scenarios(&["partition", "one-way", "lossy-lan", "clock-jump"]);
+    scenarios(&[
+        "partition",
+        "isolate-holder",
+        "one-way",
+        "lossy-lan",
+        "clock-jump",
+    ]);
 }
 
 #[test]

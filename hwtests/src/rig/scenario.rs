@@ -26,8 +26,10 @@ const WAIT: Duration = Duration::from_secs(30);
 const QUIET: Duration = Duration::from_secs(5);
 
 /// Scenario names `run` accepts.
-pub const SCENARIOS: [&str; 13] = [
+pub const SCENARIOS: [&str; 15] = [
+    "switchover",
     "kill-holder",
+    "kill-standby",
     "freeze-holder",
     "partition",
     "isolate-holder",
@@ -588,11 +590,67 @@ impl Runner {
         self.mend(what)
     }
 
+    /// A planned switchover: the group moves in order, nobody is fenced.
+    fn switchover(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s) = (self.holder, self.standby());
+        self.write_row()?;
+        let offs = self.rig.power_offs();
+        let out = self
+            .rig
+            .cli(h, &["switchover"])
+            .map_err(|e| Failed(e.to_string()))?;
+        if !out.status.success() {
+            return fail(format!(
+                "{what}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let took = self.watch(what, WAIT, |r| r.holds_all(s))?;
+        if self.rig.power_offs() != offs {
+            return fail(format!("{what}: a planned switchover fenced a host"));
+        }
+        self.check_after(what, s)?;
+        self.say(format!(
+            "{what}: the group moved to {} in {} ms",
+            self.rig.name(s),
+            took.as_millis()
+        ));
+        self.mend(what)
+    }
+
+    /// The standby's agent is killed: the holder keeps the group.
+    fn kill_standby(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s) = (self.holder, self.standby());
+        self.write_row()?;
+        self.rig.kill(s).map_err(|e| Failed(e.to_string()))?;
+        let started = Instant::now();
+        while started.elapsed() < QUIET {
+            if !self.rig.holds_all(h) {
+                return fail(format!(
+                    "{what}: {} stopped holding: runs {:?}",
+                    self.rig.name(h),
+                    self.rig.running(h)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.check_after(what, h)?;
+        self.say(format!(
+            "{what}: {} kept the group ({} powered {})",
+            self.rig.name(h),
+            self.rig.name(s),
+            if self.rig.powered(s) { "on" } else { "off" }
+        ));
+        self.mend(what)
+    }
+
     /// Runs one named scenario (not `chaos`).
     pub fn run(&mut self, name: &str) -> Result<(), Failed> {
         match name {
             "kill-holder" => self.lose_holder(name, Signal::SIGKILL),
             "freeze-holder" => self.lose_holder(name, Signal::SIGSTOP),
+            "switchover" => self.switchover(name),
+            "kill-standby" => self.kill_standby(name),
             "partition" => self.partition(name),
             "isolate-holder" => self.isolate_holder(name),
             "one-way" => self.one_way(name),
