@@ -1,6 +1,9 @@
 //! `hwtests run --rig FILE SCENARIO`: builds the rig a description file names on this machine
 //! and runs a fault scenario against it, printing each step and exiting non-zero when an
-//! invariant breaks. `hwtests list` names the scenarios.
+//! invariant breaks. `hwtests bench --rig FILE SCENARIO --runs N` repeats a failover scenario
+//! (`kill-holder`, `freeze-holder`) and prints p50/p99 of the fence and of the whole group
+//! started, from the BMC's power log and the resources' own journal. `hwtests list` names the
+//! scenarios.
 //!
 //! `cargo build -p agent --bin watchkeeper && cargo run -p hwtests --bin hwtests -- run --rig hwtests/rigs/pair.toml chaos --faults 200`
 
@@ -9,31 +12,34 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use hwtests::rig::desc::RigDesc;
 use hwtests::rig::emulated::Emulated;
-use hwtests::rig::scenario::{Runner, SCENARIOS};
+use hwtests::rig::scenario::{Runner, Timing, SCENARIOS};
 
-const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests list";
+const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE SCENARIO [--runs N] | hwtests list";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
+    let bench = match args.next().as_deref() {
         Some("list") => {
             for s in SCENARIOS {
                 println!("{s}");
             }
             return Ok(());
         }
-        Some("run") => {}
+        Some("run") => false,
+        Some("bench") => true,
         _ => bail!("{USAGE}"),
-    }
+    };
     let mut rig: Option<PathBuf> = None;
     let mut scenario: Option<String> = None;
     let mut seed: Option<u64> = None;
     let mut faults = 200usize;
+    let mut runs = 20usize;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rig" => rig = Some(args.next().context("--rig FILE")?.into()),
             "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
             "--faults" => faults = args.next().context("--faults N")?.parse()?,
+            "--runs" => runs = args.next().context("--runs N")?.parse()?,
             s if !s.starts_with('-') && scenario.is_none() => scenario = Some(s.to_owned()),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
@@ -57,6 +63,16 @@ fn main() -> Result<()> {
         built.dir().display()
     );
     let mut runner = Runner::start(built)?;
+    if bench {
+        if !matches!(scenario.as_str(), "kill-holder" | "freeze-holder") {
+            bail!("bench times kill-holder or freeze-holder");
+        }
+        for _ in 0..runs {
+            runner.run(&scenario)?;
+        }
+        print_timings(&scenario, runs, &runner.timings);
+        return Ok(());
+    }
     if scenario == "chaos" {
         let seed = seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -69,4 +85,25 @@ fn main() -> Result<()> {
     }
     println!("{scenario}: passed");
     Ok(())
+}
+
+fn print_timings(scenario: &str, runs: usize, timings: &[Timing]) {
+    let pct = |mut v: Vec<f64>, p: usize| -> (f64, f64, f64) {
+        v.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest value with at least p % of the runs at or below it.
+        let at = |p: usize| {
+            let rank = (p * v.len()).div_ceil(100).max(1);
+            v.get(rank - 1).copied().unwrap_or(f64::NAN)
+        };
+        (at(50), at(p), v.last().copied().unwrap_or(f64::NAN))
+    };
+    println!(
+        "\n{scenario}: {} of {runs} runs timed (BMC power log, resource journal)",
+        timings.len()
+    );
+    println!("| from the fault to | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
+    let (a, b, c) = pct(timings.iter().map(|t| t.fenced_ms).collect(), 99);
+    println!("| the BMC switches the lost holder off | {a:.0} | {b:.0} | {c:.0} |");
+    let (a, b, c) = pct(timings.iter().map(|t| t.group_ms).collect(), 99);
+    println!("| the whole group started on the survivor | {a:.0} | {b:.0} | {c:.0} |");
 }

@@ -931,6 +931,14 @@ impl Emulated {
         Ok(())
     }
 
+    /// Host `i`'s BMC power log (`<unix time> power=0|1|0-ignored`); empty for a witness.
+    pub fn power_log(&self, i: usize) -> Vec<String> {
+        self.bmcs[i]
+            .as_ref()
+            .map(IpmiSim::power_log)
+            .unwrap_or_default()
+    }
+
     /// Power-offs the watcher acted on so far.
     pub fn power_offs(&self) -> u32 {
         self.power.offs.load(Ordering::SeqCst)

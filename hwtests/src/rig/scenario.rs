@@ -63,6 +63,25 @@ pub struct Runner {
     rows: u64,
     /// One line per step, also printed.
     pub log: Vec<String>,
+    /// Failover times measured so far.
+    pub timings: Vec<Timing>,
+}
+
+/// One failover, timed from the fault by the rig's own clocks.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// The scenario.
+    pub scenario: String,
+    /// Fault to the BMC switching the lost host off, in milliseconds.
+    pub fenced_ms: f64,
+    /// Fault to the last resource of the group started on the survivor, in milliseconds.
+    pub group_ms: f64,
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl Runner {
@@ -101,6 +120,7 @@ impl Runner {
             epoch: 0,
             rows: 0,
             log: Vec::new(),
+            timings: Vec::new(),
         };
         runner.wait_whole("start")?;
         runner.epoch = runner.epoch_of(a).unwrap_or(0);
@@ -307,6 +327,7 @@ impl Runner {
         let survivor = self.standby();
         self.write_row()?;
         let t0 = Instant::now();
+        let at = unix_now();
         self.rig
             .signal(victim, signal)
             .map_err(|e| Failed(e.to_string()))?;
@@ -325,6 +346,7 @@ impl Runner {
         self.watch(what, WAIT, |r| r.holds_all(survivor))?;
         let total = t0.elapsed();
         self.check_after(what, survivor)?;
+        self.record(what, at, victim, survivor);
         self.say(format!(
             "{what}: {} fenced after {} ms, group running on {} after {} ms",
             self.rig.name(victim),
@@ -642,6 +664,45 @@ impl Runner {
             if self.rig.powered(s) { "on" } else { "off" }
         ));
         self.mend(what)
+    }
+
+    /// Times of a failover from the rig's own clocks: the BMC's power log for the fence, the
+    /// resource journal for the last resource of the group started on the survivor.
+    fn record(&mut self, what: &str, at: f64, victim: usize, survivor: usize) {
+        let off = self
+            .rig
+            .power_log(victim)
+            .iter()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                match (f.next().and_then(|t| t.parse::<f64>().ok()), f.next()) {
+                    (Some(t), Some("power=0")) if t >= at => Some(t),
+                    _ => None,
+                }
+            })
+            .reduce(f64::min);
+        let last = self.last_marker();
+        let started = last.and_then(|res| {
+            let name = self.rig.name(survivor).to_owned();
+            self.rig
+                .journal()
+                .iter()
+                .filter_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    match f.as_slice() {
+                        [t, n, "start", r] if *n == name && *r == res => t.parse::<f64>().ok(),
+                        _ => None,
+                    }
+                })
+                .find(|&t| t >= at)
+        });
+        if let (Some(off), Some(started)) = (off, started) {
+            self.timings.push(Timing {
+                scenario: what.to_owned(),
+                fenced_ms: (off - at) * 1000.0,
+                group_ms: (started - at) * 1000.0,
+            });
+        }
     }
 
     /// Runs one named scenario (not `chaos`).
