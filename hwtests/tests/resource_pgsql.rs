@@ -425,3 +425,44 @@ async fn a_crashed_standby_restarts_without_a_fresh_copy() {
     );
     assert_eq!(b.monitor(deadline()).await, Ok(ResourceState::Stopped));
 }
+
+/// A rejoin never holds the executor waiting for a primary that has gone: it gives up within
+/// seconds when the primary stops answering, and at once when the runtime raises the follow
+/// interrupt (this node is about to take the group), leaving the standby running for the
+/// promotion.
+#[tokio::test]
+async fn a_rejoin_gives_way_when_the_primary_is_gone_or_a_start_is_asked() {
+    let pg = PgCluster::start();
+    pg.crash(Node::B);
+    pg.stop_node(Node::A);
+    let mut b =
+        PgsqlResource::new("catalog-b", pg.params(Node::B, RejoinPolicy::Rewind)).expect("b");
+    let began = Instant::now();
+    let e = b
+        .rejoin_as_standby(deadline())
+        .await
+        .expect_err("no primary to follow");
+    eprintln!(
+        "TIMING rejoin_without_primary_ms={}: {e}",
+        began.elapsed().as_millis()
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(15),
+        "a rejoin with the primary gone took {:?}",
+        began.elapsed()
+    );
+
+    // The same standby, asked to give way: it stays up, in recovery, for a start to promote.
+    let flag = b.follow_interrupt().expect("the Catalog has a standby role");
+    flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    let began = Instant::now();
+    let e = b
+        .rejoin_as_standby(deadline())
+        .await
+        .expect_err("interrupted");
+    assert!(e.to_string().contains("taking the group"), "{e}");
+    assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
+    assert_eq!(pg.in_recovery(Node::B), Some(true), "left running as a standby");
+    b.start(deadline()).await.expect("start promotes it");
+    assert_eq!(pg.in_recovery(Node::B), Some(false));
+}

@@ -61,6 +61,8 @@ pub(crate) struct FollowState {
     pub(crate) running: bool,
     /// The resource has no standby role: never ask again.
     pub(crate) unsupported: bool,
+    /// The executor's follow interrupt ([`Resource::follow_interrupt`]), once known.
+    pub(crate) interrupt: Option<Arc<AtomicBool>>,
 }
 
 /// Pause between two attempts to follow the holder after a failed one.
@@ -363,6 +365,13 @@ impl Driver {
         if let Ok(mut l) = last.lock() {
             l.state = if start { "starting" } else { "stopping" }.to_owned();
         }
+        // A follow in flight gives way at its next wait rather than queue this action behind it.
+        if let Ok(f) = slot.followed.lock() {
+            if let (true, Some(flag)) = (f.running, &f.interrupt) {
+                flag.store(true, Ordering::SeqCst);
+                tracing::info!(resource = %slot.config.name, "{word_} asked while following the holder: the follow gives way", word_ = if start { "start" } else { "stop" });
+            }
+        }
         let results = self.results.clone();
         let in_flight = self.resource_actions.clone();
         in_flight.fetch_add(1, Ordering::SeqCst);
@@ -537,6 +546,15 @@ impl Driver {
                         .is_some_and(|t| now.saturating_duration_since(t) < FOLLOW_RETRY)
                 {
                     continue;
+                }
+                if f.interrupt.is_none() {
+                    // The executor is free here (no follow runs), so this does not wait.
+                    if let Ok(r) = exec.try_lock() {
+                        f.interrupt = r.follow_interrupt();
+                    }
+                }
+                if let Some(flag) = &f.interrupt {
+                    flag.store(false, Ordering::SeqCst);
                 }
                 f.running = true;
                 f.last_attempt = Some(now);

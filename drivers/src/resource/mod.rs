@@ -117,4 +117,13 @@ pub trait Resource: Send {
         let _ = deadline;
         None
     }
+
+    /// A flag the runtime raises when it needs the resource (to start or stop it) while a
+    /// [`Resource::follow`] may be running: the follow then gives up at its next wait (for
+    /// streaming, say) instead of holding the resource until its deadline; work that must not
+    /// be cut short (a rewind, a copy) finishes first. The runtime lowers it before each
+    /// follow. `None` (the default) for resources without a standby role.
+    fn follow_interrupt(&self) -> Option<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+        None
+    }
 }

@@ -128,6 +128,9 @@ pub struct PgsqlResource {
     rejoin_required: bool,
     /// From the promotion request to the first successful write, of the last `start`.
     last_promotion: Option<Duration>,
+    /// Raised by the runtime when it needs this executor for a start or stop: a rejoin waiting
+    /// for streaming gives up, leaving the server as it is.
+    interrupt: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What [`PgsqlResource::rejoin_as_standby`] did, with timings.
@@ -225,6 +228,7 @@ impl PgsqlResource {
             metrics: Arc::default(),
             rejoin_required: false,
             last_promotion: None,
+            interrupt: Arc::default(),
         })
     }
 
@@ -342,6 +346,10 @@ impl PgsqlResource {
         let started = Instant::now();
         self.pg_ctl_start(ACTION, deadline).await?;
         if let Err(e) = self.wait_streaming(&conninfo, deadline).await {
+            if self.interrupted() {
+                // A standby in recovery is what a start promotes: leave it running.
+                return Err(e);
+            }
             let stopped = self.kill_postmaster().await;
             return Err(with_cleanup(e, stopped));
         }
@@ -392,6 +400,7 @@ impl PgsqlResource {
                     total: began.elapsed(),
                 }))
             }
+            Err(e) if self.interrupted() => Err(e),
             Err(e) => {
                 let _ = self.kill_postmaster().await;
                 tracing::warn!(resource = %self.name, error = %e,
@@ -399,6 +408,10 @@ impl PgsqlResource {
                 Ok(None)
             }
         }
+    }
+
+    fn interrupted(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst)
     }
 
     async fn do_start(&mut self, deadline: Instant) -> Result<(), ResourceError> {
@@ -593,9 +606,13 @@ impl PgsqlResource {
         let now = Instant::now();
         let left = deadline.saturating_duration_since(now);
         let fast_deadline = now + left - (left / 3).min(IMMEDIATE_RESERVE);
+        // pg_ctl returns once postmaster.pid is gone, a moment before the process itself.
+        let old = self.live_postmaster();
         let fast = self.pg_ctl_stop(action, "fast", fast_deadline).await;
         let fast_words = match fast {
-            Ok(()) if self.live_postmaster().is_none() => return Ok(StopMode::Fast),
+            Ok(()) if self.live_postmaster().is_none() && exited(old, fast_deadline).await => {
+                return Ok(StopMode::Fast)
+            }
             Ok(()) => "pg_ctl stop -m fast returned but the postmaster still runs".to_owned(),
             Err(e) => e.message,
         };
@@ -603,7 +620,9 @@ impl PgsqlResource {
             "fast shutdown did not finish; immediate shutdown");
         self.metrics.immediate_stops.fetch_add(1, Ordering::Relaxed);
         match self.pg_ctl_stop(action, "immediate", deadline).await {
-            Ok(()) if self.live_postmaster().is_none() => Ok(StopMode::Immediate),
+            Ok(()) if self.live_postmaster().is_none() && exited(old, deadline).await => {
+                Ok(StopMode::Immediate)
+            }
             Ok(()) => Err(self.error(
                 ResourceErrorKind::Failed,
                 action,
@@ -887,9 +906,44 @@ impl PgsqlResource {
         let mut pause = FIRST_POLL;
         let mut last = String::new();
         let mut target: Option<String> = None;
+        let mut primary_gone: Option<Instant> = None;
         // Bounded by the deadline: bounded queries or sleeps until it.
         loop {
-            match self.follow_state(ACTION, deadline).await? {
+            if self.interrupted() {
+                return Err(self.error(
+                    ResourceErrorKind::Failed,
+                    ACTION,
+                    "stopped waiting for streaming: this node is taking the group".to_owned(),
+                ));
+            }
+            let state = self.follow_state(ACTION, deadline).await?;
+            if !matches!(state, Ok(Follow::Streaming)) {
+                // A primary that stops answering (stopped by its holder, which then handed the
+                // group back here) will not come back as this standby's source: give up now
+                // instead of holding the executor until the deadline, so that a start (a
+                // promotion) is not queued behind a wait that cannot end well.
+                match self
+                    .query_at(ACTION, Some(conninfo), "SELECT 1", deadline)
+                    .await?
+                {
+                    Err(SqlError::Unreachable(m) | SqlError::NotReady(m)) => {
+                        let since = *primary_gone.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= PRIMARY_GONE_LIMIT {
+                            return Err(self.error(
+                                ResourceErrorKind::Failed,
+                                ACTION,
+                                format!(
+                                    "the primary stopped answering for {} ms while this standby \
+                                     waited to stream from it: {m}",
+                                    since.elapsed().as_millis()
+                                ),
+                            ));
+                        }
+                    }
+                    _ => primary_gone = None,
+                }
+            }
+            match state {
                 Ok(Follow::Streaming) => {
                     if target.is_none() {
                         match self
@@ -1273,6 +1327,10 @@ impl Resource for PgsqlResource {
         &self.name
     }
 
+    fn follow_interrupt(&self) -> Option<Arc<std::sync::atomic::AtomicBool>> {
+        Some(Arc::clone(&self.interrupt))
+    }
+
     fn start(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
         Box::pin(async move {
             let result = self.do_start(deadline).await;
@@ -1325,6 +1383,29 @@ impl Resource for PgsqlResource {
                 }
             })
         }))
+    }
+}
+
+/// Waits, until `deadline` but at most [`EXIT_SETTLE`], for process `pid` to be gone (or a
+/// zombie: it has exited and only waits to be reaped).
+async fn exited(pid: Option<Pid>, deadline: Instant) -> bool {
+    let Some(pid) = pid else { return true };
+    let until = deadline.min(Instant::now() + EXIT_SETTLE);
+    loop {
+        let gone = match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "Z" || state == "X"),
+        };
+        if gone {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(CLEANUP_POLL).await;
     }
 }
 
@@ -1587,6 +1668,10 @@ const IMMEDIATE_RESERVE: Duration = Duration::from_secs(5);
 const CLEANUP_GRACE: Duration = Duration::from_secs(5);
 /// After `SIGQUIT`, how long the postmaster gets before `SIGKILL`.
 const KILL_AFTER: Duration = Duration::from_secs(3);
+/// How long the primary a rejoining standby waits for may stay silent before the rejoin gives
+/// up (and is retried later): long enough for a busy server's connection limit or a restart,
+/// short enough that a promotion here is not held up.
+const PRIMARY_GONE_LIMIT: Duration = Duration::from_secs(3);
 /// How long a restarted standby gets to stream before the rejoin policy (rewind, re-clone)
 /// takes over: replaying the WAL it missed and connecting take seconds, not minutes.
 const STANDBY_RESTART_LIMIT: Duration = Duration::from_secs(20);
@@ -1594,6 +1679,8 @@ const STANDBY_RESTART_LIMIT: Duration = Duration::from_secs(20);
 /// nothing (the postmaster writes it within milliseconds of being forked).
 const PID_FILE_SETTLE: Duration = Duration::from_millis(200);
 const CLEANUP_POLL: Duration = Duration::from_millis(20);
+/// After `pg_ctl stop` returned, how long the postmaster may take to exit.
+const EXIT_SETTLE: Duration = Duration::from_secs(2);
 /// Connecting over loopback or a Unix socket takes milliseconds; more means a hung server.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Bytes of the server log quoted in a failed start.
