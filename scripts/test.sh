@@ -22,6 +22,7 @@ fi
 bash scripts/deps-ipmi.sh  # ipmi_sim, the BMC the IPMI driver tests run against
 bash scripts/deps-fence.sh  # fence-agents, xmllint, hyperfine and the Redfish emulator (fencing tests)
 bash scripts/deps-resource.sh  # resource-agents, PostgreSQL, mkfs (takeover tests)
+bash scripts/deps-bacula.sh  # Bacula 9.6 Director, SD, FD, bconsole and the catalog scripts (Bacula end-to-end tests)
 bash scripts/deps-qemu.sh  # qemu, busybox, the guest kernel and the musl target (watchdog QEMU test)
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"
@@ -34,6 +35,7 @@ fi
 
 say "build"
 cargo build --workspace --all-targets
+bash scripts/package.sh  # the .deb hwtests/tests/package.rs lints and installs (a release build, reused below)
 
 say "tests"
 profile=default
@@ -52,6 +54,17 @@ if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
   rustup target add thumbv7em-none-eabihf
 fi
 cargo build -p proto --target thumbv7em-none-eabihf --release
+
+say "firmware (the watchdog bridge) builds for a Cortex-M4F; flash and RAM of its example image"
+cargo build -p firmware --target thumbv7em-none-eabihf --release
+# Optimised for size, as a firmware image is built.
+CARGO_PROFILE_RELEASE_OPT_LEVEL=s cargo build -q -p firmware --target thumbv7em-none-eabihf \
+  --release --features cortex-m --example cortex_m4f
+command -v size >/dev/null || { apt-get install -y -qq binutils 2>/dev/null || sudo apt-get install -y -qq binutils; }
+size -A "${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/examples/cortex_m4f" | awk '
+  $1 == ".vector_table" || $1 == ".text" || $1 == ".rodata" || $1 == ".data" { flash += $2 }
+  $1 == ".data" || $1 == ".bss" || $1 == ".uninit" { ram += $2 }
+  END { printf "cortex_m4f example: flash %d bytes, static RAM %d bytes (the bridge state, at most 8 KiB, is on the stack)\n", flash, ram }'
 
 say "fuzzing the wire decoders for ${FUZZ_SECONDS:-20} s"
 if ! rustup toolchain list | grep -q '^nightly'; then

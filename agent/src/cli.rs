@@ -206,6 +206,30 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::watchdog::cli::WatchdogCommand,
     },
+    /// Print a udev rule that names a plugged-in serial adapter /dev/watchkeeper/NAME, from
+    /// its sysfs attributes (see udev/README.md).
+    UdevRule {
+        /// The adapter's device, e.g. /dev/ttyUSB0.
+        device: PathBuf,
+        /// The name to give it under /dev/watchkeeper/.
+        name: String,
+        /// The sysfs tree to read.
+        #[arg(long, default_value = "/sys")]
+        sysfs: PathBuf,
+    },
+    /// Write the man pages (watchkeeper and its subcommands, section 1; fence_watchkeeper,
+    /// section 8) into DIR, for packaging.
+    #[command(hide = true)]
+    GenerateMan {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
+    /// Write the bash, zsh and fish completions into DIR, for packaging.
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// Output directory (created if missing).
+        dir: PathBuf,
+    },
 }
 
 /// Runs the parsed command; returns the process exit code.
@@ -277,6 +301,22 @@ pub fn main(cli: Cli) -> u8 {
             list,
         }),
         Command::Watchdog { command } => crate::watchdog::cli::main(command),
+        Command::GenerateMan { dir } => crate::packaging::generate_man(&dir),
+        Command::GenerateCompletions { dir } => crate::packaging::generate_completions(&dir),
+        Command::UdevRule {
+            device,
+            name,
+            sysfs,
+        } => match crate::udev::rule_for(&device, &name, &sysfs) {
+            Ok(rule) => {
+                print!("{rule}");
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                1
+            }
+        },
         Command::Demo {
             witness,
             script,

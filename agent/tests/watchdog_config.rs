@@ -181,8 +181,8 @@ fn bad_values_are_reported_with_position_key_and_reason() {
         (
             r#"watchdog = { device = "/dev/watchdog0", timout = "10s" }"#,
             "{file}:14:41: node[0].watchdog.timout: unknown field `timout`, expected one \
-             of `device`, `identity`, `timeout`, `feed_interval`, `progress_timeout`, \
-             `realtime_priority`",
+             of `device`, `identity`, `bridge`, `baud`, `timeout`, `feed_interval`, \
+             `progress_timeout`, `realtime_priority`",
         ),
     ];
     for (watchdog, expected) in cases {

@@ -334,6 +334,45 @@ pub fn read_log_lines(path: &Path) -> Vec<Value> {
     LogTail::new(path).next_lines()
 }
 
+/// Memory and CPU use of a running process, from `/proc/PID/status` and `/proc/PID/stat`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProcStats {
+    /// Peak resident set size (`VmHWM`), KiB.
+    pub vm_hwm_kib: u64,
+    /// Resident set size now (`VmRSS`), KiB.
+    pub vm_rss_kib: u64,
+    /// CPU time used so far by all its threads, user plus system.
+    pub cpu: Duration,
+}
+
+/// Reads `pid`'s [`ProcStats`]; `None` once the process is gone (or reaped) or has no memory
+/// figures (a zombie).
+pub fn proc_stats(pid: Pid) -> Option<ProcStats> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    let vm_hwm_kib = kib("VmHWM:")?;
+    let vm_rss_kib = kib("VmRSS:")?;
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields are counted after the last
+    // ')'. The first one there is field 3 (state); utime and stime are fields 14 and 15.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf only reads a system constant; it has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
+    Some(ProcStats {
+        vm_hwm_kib,
+        vm_rss_kib,
+        cpu: Duration::from_nanos(ticks.saturating_mul(1_000_000_000 / hz)),
+    })
+}
+
 /// Incremental reader of a growing JSON-lines file: each call returns the complete lines added
 /// since the last one, so polling does not re-parse the whole log.
 struct LogTail {
@@ -633,6 +672,13 @@ mod tests {
         drop(agent);
         // Reaped by Drop, so the PID no longer exists (reuse within this instant is negligible).
         assert_eq!(kill(pid, None), Err(nix::errno::Errno::ESRCH));
+    }
+
+    #[test]
+    fn proc_stats_reads_this_process() {
+        let s = proc_stats(nix::unistd::Pid::this()).expect("own /proc entry");
+        assert!(s.vm_rss_kib > 0 && s.vm_hwm_kib >= s.vm_rss_kib, "{s:?}");
+        assert_eq!(proc_stats(nix::unistd::Pid::from_raw(i32::MAX)), None);
     }
 
     #[test]

@@ -203,6 +203,18 @@ impl Pair {
 
     /// Starts node `i` (inside its namespace when the pair has them).
     pub fn start(&mut self, i: usize) -> io::Result<&mut AgentProcess> {
+        let config = self.config.clone();
+        self.start_with_config(i, &config)
+    }
+
+    /// Starts node `i` with its own configuration file instead of the shared one: a harness
+    /// that routes a node's heartbeats through a relay gives each node a different view of
+    /// its peer's address.
+    pub fn start_with_config(
+        &mut self,
+        i: usize,
+        config: &std::path::Path,
+    ) -> io::Result<&mut AgentProcess> {
         let bin = watchkeeper_bin()?;
         let mut args: Vec<String> = Vec::new();
         let program = match &self.veth {
@@ -218,7 +230,7 @@ impl Pair {
                 .iter()
                 .map(|s| (*s).to_owned()),
         );
-        args.push(self.config.display().to_string());
+        args.push(config.display().to_string());
         let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let p = AgentProcess::spawn(&program, &os, &self.log(i))?;
         self.agents[i] = Some(p);

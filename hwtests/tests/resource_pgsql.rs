@@ -453,7 +453,9 @@ async fn a_rejoin_gives_way_when_the_primary_is_gone_or_a_start_is_asked() {
     );
 
     // The same standby, asked to give way: it stays up, in recovery, for a start to promote.
-    let flag = b.follow_interrupt().expect("the Catalog has a standby role");
+    let flag = b
+        .follow_interrupt()
+        .expect("the Catalog has a standby role");
     flag.store(true, std::sync::atomic::Ordering::SeqCst);
     let began = Instant::now();
     let e = b
@@ -461,8 +463,16 @@ async fn a_rejoin_gives_way_when_the_primary_is_gone_or_a_start_is_asked() {
         .await
         .expect_err("interrupted");
     assert!(e.to_string().contains("taking the group"), "{e}");
-    assert!(began.elapsed() < Duration::from_secs(10), "{:?}", began.elapsed());
-    assert_eq!(pg.in_recovery(Node::B), Some(true), "left running as a standby");
+    assert!(
+        began.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        began.elapsed()
+    );
+    assert_eq!(
+        pg.in_recovery(Node::B),
+        Some(true),
+        "left running as a standby"
+    );
     b.start(deadline()).await.expect("start promotes it");
     assert_eq!(pg.in_recovery(Node::B), Some(false));
 }

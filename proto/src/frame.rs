@@ -143,6 +143,12 @@ impl Flags {
     pub const RELEASED: u16 = 1 << 2;
     /// `holder` and `epoch` carry the sender's vote: it grants `holder` the group at `epoch`.
     pub const VOTE: u16 = 1 << 3;
+    /// Sent to a watchdog bridge (firmware): start watching this sender's heartbeats. A bridge
+    /// never arms on ordinary heartbeats, so a host whose agent does not ask for it is never
+    /// reset by a bridge it does not know about.
+    pub const WATCHDOG_ARM: u16 = 1 << 4;
+    /// Sent to a watchdog bridge on a clean, planned stop: stop watching (the magic close).
+    pub const WATCHDOG_DISARM: u16 = 1 << 5;
 
     /// Bits 8..14 of a vote carry the holder the voter last knew of (0 = none), so that the
     /// candidate learns of every holder its electorate knows and must fence or outwait it.

@@ -46,7 +46,7 @@ pub(super) fn convert_with(
     let timing = cx.timing(&raw.timing);
     let links = cx.links(&raw.link);
     let nodes = cx.nodes(&raw.node, &links);
-    let nodes = cx.node_watchdogs(&raw.node, timing.as_ref(), nodes);
+    let nodes = cx.node_watchdogs(&raw.node, timing.as_ref(), cluster.as_ref(), nodes);
     let fencing_raw: Vec<_> = raw.node.iter().map(|n| n.fencing.as_ref()).collect();
     let fencing = cx.fencing(&raw.fence_device, &raw.node, &fencing_raw);
     let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());

@@ -26,6 +26,7 @@ use std::time::Duration;
 pub use proto::NodeId;
 use proto::MAX_NODES;
 
+pub use bridge::{BridgeTarget, DEFAULT_BRIDGE_BAUD};
 pub use convert::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
 pub use failover::{
@@ -54,6 +55,7 @@ pub use resource::{
     MAX_RESOURCES, MAX_RESOURCE_NAME_LEN,
 };
 
+mod bridge;
 mod convert;
 mod error;
 mod failover;

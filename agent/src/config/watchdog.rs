@@ -18,7 +18,7 @@ use toml::Spanned;
 
 use super::convert::{humane, Converter};
 use super::raw::{RawDuration, RawNode};
-use super::{Node, Timing};
+use super::{Cluster, Node, Timing};
 
 /// A node's watchdog, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub enum WatchdogSelector {
     /// The driver's identity as `/sys/class/watchdog/*/identity` shows it, e.g.
     /// `iTCO_wdt`; stable when device numbers are not.
     Identity(String),
+    /// An external watchdog bridge on a serial port (see `config::bridge`).
+    Bridge(super::BridgeTarget),
 }
 
 impl std::fmt::Display for WatchdogSelector {
@@ -51,6 +53,7 @@ impl std::fmt::Display for WatchdogSelector {
         match self {
             Self::Path(p) => write!(f, "{}", p.display()),
             Self::Identity(i) => write!(f, "identity {i:?}"),
+            Self::Bridge(b) => write!(f, "bridge {}", b.device.display()),
         }
     }
 }
@@ -64,6 +67,8 @@ impl std::fmt::Display for WatchdogSelector {
 pub(super) struct RawWatchdog {
     device: Option<Spanned<String>>,
     identity: Option<Spanned<String>>,
+    bridge: Option<Spanned<String>>,
+    baud: Option<Spanned<u32>>,
     timeout: Option<Spanned<RawDuration>>,
     feed_interval: Option<Spanned<RawDuration>>,
     progress_timeout: Option<Spanned<RawDuration>>,
@@ -77,6 +82,7 @@ impl Converter<'_> {
         &mut self,
         raw: &[RawNode],
         timing: Option<&Timing>,
+        cluster: Option<&Cluster>,
         nodes: Option<Vec<Node>>,
     ) -> Option<Vec<Node>> {
         let mut checked = Vec::with_capacity(raw.len());
@@ -85,7 +91,8 @@ impl Converter<'_> {
             let Some(table) = &node.watchdog else {
                 continue;
             };
-            match self.watchdog(table, node, &format!("node[{i}].watchdog"), timing) {
+            let key = format!("node[{i}].watchdog");
+            match self.watchdog(table, node, &key, timing, cluster) {
                 Some(config) => checked.push((node.name.get_ref().as_str(), config)),
                 None => ok = false,
             }
@@ -108,8 +115,20 @@ impl Converter<'_> {
         node: &RawNode,
         key: &str,
         timing: Option<&Timing>,
+        cluster: Option<&Cluster>,
     ) -> Option<WatchdogConfig> {
-        let device = self.watchdog_device(raw, node, key);
+        let device = match &raw.bridge {
+            Some(bridge) => {
+                let other = raw.device.is_some() || raw.identity.is_some();
+                self.watchdog_bridge(bridge, other, raw.baud.as_ref(), key, cluster)
+            }
+            None => {
+                if let Some(baud) = &raw.baud {
+                    self.watchdog_baud_without_bridge(baud, key);
+                }
+                self.watchdog_device(raw, node, key)
+            }
+        };
         let timeout = self.watchdog_timeout(raw, key);
         let feed_interval = self.feed_interval(raw, key, timeout);
         let progress_timeout = self.progress_timeout(raw, key, timing);

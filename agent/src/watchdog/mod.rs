@@ -13,6 +13,7 @@
 //! A node without a configured watchdog still runs, with a warning at every start: nothing
 //! would then reset the host if it hung while holding resources.
 
+mod bridge;
 pub mod cli;
 mod feeder;
 pub mod state;
@@ -97,6 +98,9 @@ impl NodeWatchdog {
                 reported_errors: 0,
             });
         };
+        if let WatchdogSelector::Bridge(target) = &config.device {
+            return bridge::open(node, config, target, systemd);
+        }
         let path = resolve(&config.device)?;
         let mut device = WatchdogDevice::open(&path)?;
         // Read only once the device is open, so that a failed start leaves the records for
@@ -238,6 +242,14 @@ pub fn resolve(selector: &WatchdogSelector) -> Result<PathBuf, WatchdogError> {
     match selector {
         WatchdogSelector::Path(path) => Ok(path.clone()),
         WatchdogSelector::Identity(identity) => wd::find_by_identity(identity, &wd::discover()),
+        // A bridge is a serial port that `bridge::open` arms with a frame; opened as a
+        // watchdog device it would be fed bytes it ignores.
+        WatchdogSelector::Bridge(target) => Err(WatchdogError::Open {
+            device: target.device.clone(),
+            source: std::io::Error::other(
+                "this is a watchdog bridge, not a watchdog device: to test it, freeze the                  running agent (kill -STOP) and watch the bridge fire",
+            ),
+        }),
     }
 }
 

@@ -21,6 +21,7 @@
 //! The [`Watchdog`] trait is what the agent's feeder drives; [`FakeWatchdog`] is its
 //! in-process double with error injection.
 
+mod bridge;
 mod device;
 mod double;
 mod sysfs;
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+pub use bridge::{BridgeParams, BridgeWatchdog};
 pub use device::{DeviceKind, WatchdogDevice};
 pub use double::{FakeEvent, FakeWatchdog};
 pub use sysfs::{discover, discover_in, find_by_identity, DeviceInfo};
