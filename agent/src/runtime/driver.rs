@@ -61,12 +61,20 @@ pub(crate) struct FollowState {
     pub(crate) running: bool,
     /// The resource has no standby role: never ask again.
     pub(crate) unsupported: bool,
+    /// Failed attempts in a row (the pause before the next one grows with them).
+    pub(crate) failures: u32,
     /// The executor's follow interrupt ([`Resource::follow_interrupt`]), once known.
     pub(crate) interrupt: Option<Arc<AtomicBool>>,
 }
 
-/// Pause between two attempts to follow the holder after a failed one.
-const FOLLOW_RETRY: Duration = Duration::from_secs(30);
+/// Pause before following the holder again after a first failed attempt; it doubles with each
+/// further failure, up to [`FOLLOW_RETRY_MAX`]. A follow that failed because it raced the
+/// holder's own start (its primary not yet promoted) succeeds on the next try, seconds later,
+/// so the standby is protected again quickly; one that keeps failing (a wrong password, a
+/// copy that cannot fit) is not retried in a tight loop.
+const FOLLOW_RETRY_FIRST: Duration = Duration::from_secs(2);
+/// Longest pause between two attempts to follow the holder.
+const FOLLOW_RETRY_MAX: Duration = Duration::from_secs(60);
 /// Bound on one attempt (a re-clone copies the whole Catalog).
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(3600);
 
@@ -116,6 +124,16 @@ const PERSIST_RETRY_FIRST: Duration = Duration::from_millis(100);
 const PERSIST_RETRY_MAX: Duration = Duration::from_secs(1);
 /// A record that keeps failing is reported again this often.
 const PERSIST_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// The pause before the next follow after `failures` failed attempts in a row.
+fn follow_pause(failures: u32) -> Duration {
+    if failures == 0 {
+        return Duration::ZERO;
+    }
+    FOLLOW_RETRY_FIRST
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(16))
+        .min(FOLLOW_RETRY_MAX)
+}
 
 /// Writes each record in turn, retrying a failed write until it succeeds, then tells the
 /// engine; ends when the driver drops its sender or the engine's input is closed.
@@ -539,11 +557,12 @@ impl Driver {
             let followed = slot.followed.clone();
             {
                 let Ok(mut f) = followed.lock() else { continue };
+                let pause = follow_pause(f.failures);
                 if f.unsupported
                     || f.running
                     || f.done == Some((holder, epoch))
                     || f.last_attempt
-                        .is_some_and(|t| now.saturating_duration_since(t) < FOLLOW_RETRY)
+                        .is_some_and(|t| now.saturating_duration_since(t) < pause)
                 {
                     continue;
                 }
@@ -575,10 +594,13 @@ impl Driver {
                     None => f.unsupported = true,
                     Some(Ok(what)) => {
                         f.done = Some((holder, epoch));
+                        f.failures = 0;
                         tracing::info!(event = "resource_following", resource = %name, holder = %holder_name, "{name} follows {holder_name}: {what}");
                     }
                     Some(Err(e)) => {
-                        tracing::error!(event = "resource_follow_failed", resource = %name, holder = %holder_name, error = %e, "{name} cannot follow {holder_name}: {e}; retrying in {} s", FOLLOW_RETRY.as_secs());
+                        f.failures = f.failures.saturating_add(1);
+                        let pause = follow_pause(f.failures);
+                        tracing::error!(event = "resource_follow_failed", resource = %name, holder = %holder_name, error = %e, "{name} cannot follow {holder_name}: {e}; retrying in {} s", pause.as_secs());
                     }
                 }
             });
@@ -821,18 +843,29 @@ mod tests {
         d.follow(b, 3, t0 + Duration::from_secs(1));
         settle(&mut d).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let t1 = t0 + FOLLOW_RETRY_FIRST;
+        d.follow(b, 3, t1);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // A second failure doubles the pause.
+        d.follow(b, 3, t1 + FOLLOW_RETRY_FIRST);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
         fail.store(false, Ordering::SeqCst);
-        d.follow(b, 3, t0 + FOLLOW_RETRY);
-        settle(&mut d).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // Done for this holder and epoch: not asked again, even after the pause.
-        d.follow(b, 3, t0 + FOLLOW_RETRY * 3);
-        settle(&mut d).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // A new epoch (the holder changed hands and came back) asks again.
-        d.follow(b, 4, t0 + FOLLOW_RETRY * 5);
+        let t2 = t1 + FOLLOW_RETRY_FIRST * 2;
+        d.follow(b, 3, t2);
         settle(&mut d).await;
         assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // Done for this holder and epoch: not asked again, even after the longest pause.
+        d.follow(b, 3, t2 + FOLLOW_RETRY_MAX * 3);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        // A new epoch (the holder changed hands and came back) asks again at once.
+        d.follow(b, 4, t2 + FOLLOW_RETRY_MAX * 3);
+        settle(&mut d).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(follow_pause(1), FOLLOW_RETRY_FIRST);
+        assert_eq!(follow_pause(40), FOLLOW_RETRY_MAX);
     }
 
     #[tokio::test]

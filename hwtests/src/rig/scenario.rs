@@ -22,6 +22,9 @@ use super::emulated::Emulated;
 
 /// How long an outcome may take (detection, fence, start, a rejoin with pg_rewind).
 const WAIT: Duration = Duration::from_secs(30);
+/// How long a lost host may take to come back whole: boot, rejoin, the Catalog rewound or
+/// restarted and streaming (a follow that raced the holder's start is retried seconds later).
+const REJOIN_WAIT: Duration = Duration::from_secs(60);
 /// How long a fault that must change nothing is held.
 const QUIET: Duration = Duration::from_secs(5);
 
@@ -310,13 +313,22 @@ impl Runner {
     fn wait_whole(&self, what: &str) -> Result<(), Failed> {
         let holder = self.holder;
         let n = self.rig.desc.hosts.len();
-        self.watch(&format!("{what}: rejoin"), WAIT, |r| {
+        let standby = self.standby();
+        self.watch(&format!("{what}: rejoin"), REJOIN_WAIT, |r| {
             r.holds_all(holder)
                 && (0..n).filter(|&i| i != holder).all(|i| {
                     let witness = r.desc.hosts[i].witness;
                     r.resources(i)
                         .is_some_and(|v| v["holds"] == false && (witness || v["role"] == "Standby"))
                 })
+                // The Catalog's copy on the standby streams again: the next failure loses
+                // nothing written from here on.
+                && match (r.catalog(), r.catalog_node(standby)) {
+                    (Some(pg), Some(node)) => pg
+                        .sql(node, "SELECT status FROM pg_stat_wal_receiver")
+                        .is_ok_and(|s| s == "streaming"),
+                    _ => true,
+                }
         })?;
         Ok(())
     }
