@@ -13,32 +13,14 @@
 # The IPMI simulator (openipmi) comes from scripts/deps-ipmi.sh. Called by scripts/test.sh.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-
-sudo_cmd=()
-[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+# shellcheck source=lib-apt.sh
+. "$here/lib-apt.sh"
 
 # 1. Debian packages, installed only if one is missing.
 packages=(fence-agents ipmitool snmp snmpd socat libxml2-utils hyperfine openssl python3-venv)
-missing=()
-for p in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [ "$status" = "install ok installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  # fence-agents pulls in daemons' libraries but must not start any; a temporary policy-rc.d
-  # keeps maintainer scripts from starting services on a machine that has none yet.
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-    "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
-    created_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
-    --no-install-recommends "${missing[@]}"
-  [ "$created_policy" = 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
-fi
+apt_missing "${packages[@]}"
+# fence-agents pulls in daemons' libraries but must not start any.
+apt_install "${missing[@]}"
 
 # 2. The simulators in their own virtualenv, on Debian's python so no other interpreter is
 #    needed. pip is asked only when a pinned version is not already there.

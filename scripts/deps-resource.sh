@@ -9,34 +9,17 @@
 #        wall-clock steps)
 # Called by scripts/test.sh.
 set -euo pipefail
-
-sudo_cmd=()
-[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+# shellcheck source=lib-apt.sh
+. "$(dirname "$0")/lib-apt.sh"
 
 packages=(resource-agents e2fsprogs iproute2 util-linux nftables faketime)
 # Any installed PostgreSQL server will do; 15 is Debian 12's.
 if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
   packages+=(postgresql-15)
 fi
-missing=()
-for p in "${packages[@]}"; do
-  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
-  [ "$status" = "install ok installed" ] || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing ${missing[*]}"
-  "${sudo_cmd[@]}" apt-get update -qq
-  # Package scripts must not start daemons (PostgreSQL's system cluster) on a test machine.
-  created_policy=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
-    "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
-    created_policy=1
-  fi
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq \
-    --no-install-recommends "${missing[@]}"
-  [ "$created_policy" = 1 ] && "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
-fi
+apt_missing "${packages[@]}"
+# Package scripts must not start daemons (PostgreSQL's system cluster) on a test machine.
+apt_install "${missing[@]}"
 
 [ -x /usr/lib/ocf/resource.d/heartbeat/Dummy ]
 ls /usr/lib/postgresql/*/bin/pg_rewind >/dev/null

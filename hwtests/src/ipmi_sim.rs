@@ -139,6 +139,16 @@ impl IpmiSim {
         std::fs::write(path, format!("{pid}\n")).expect("pid file");
     }
 
+    /// Wires the simulated chassis power to a whole node: a power-off through the BMC first
+    /// runs `script` (with `sh`), which stops every process of that node by PID and releases
+    /// what it held, and only then reads as off, so a fence is confirmed only once the node is
+    /// gone. The script is the harness's own; it is run as it is when the power-off arrives.
+    pub fn run_at_power_off(&self, script: &Path) {
+        let mut path = self.power_file().into_os_string();
+        path.push(".off");
+        std::fs::write(path, format!("{}\n", script.display())).expect("power-off file");
+    }
+
     /// From now on, acknowledges power-off commands without acting on them (a stuck relay, a
     /// lying BMC), or (`false`) obeys them again: [`PowerBehaviour::IgnoreOff`] switched at
     /// run time.
@@ -231,7 +241,7 @@ impl Drop for IpmiSim {
 fn hook_script(behaviour: PowerBehaviour) -> String {
     let set_power = match behaviour {
         PowerBehaviour::Normal => {
-            r#"if [ "$v" = 0 ] && [ -e "$state.ignore-off" ]; then v=0-ignored; else echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi; fi"#
+            r#"if [ "$v" = 0 ] && [ -e "$state.ignore-off" ]; then v=0-ignored; else if [ "$v" = 0 ] && [ -s "$state.off" ]; then sh "$(cat "$state.off")" >> "$state.off.log" 2>&1; fi; echo "$v" > "$state"; if [ "$v" = 0 ] && [ -s "$state.pid" ]; then kill -9 "$(cat "$state.pid")" 2>/dev/null; fi; fi"#
         }
         PowerBehaviour::IgnoreOff => r#"[ "$v" = 0 ] || echo "$v" > "$state""#,
     };

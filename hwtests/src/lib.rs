@@ -20,6 +20,9 @@
 //! - [`sushy::Sushy`]: sushy-tools' Redfish emulator over HTTP or HTTPS, for the fencing tests.
 //! - [`pg::PgCluster`]: a throw-away PostgreSQL primary and streaming hot standby, crashed and
 //!   stopped by PID, for the Catalog executor tests.
+//! - [`bacula::BaculaCluster`]: Debian's Bacula 9.6 (Director, Storage Daemon, File Daemon,
+//!   bconsole) with a PostgreSQL Catalog, a loop-device storage filesystem and a virtual IP
+//!   under two agents, for the Bacula end-to-end tests and the Bacula failover benchmark.
 //! - [`hyperfine::Hyperfine`]: whole-process timings (median, min, max) of fence agents under
 //!   hyperfine, for the fencing benchmarks.
 //! - [`rig`]: a cluster described in a TOML file, built with namespaces, relays, BMCs and a
@@ -30,6 +33,7 @@
 //! only those this crate started, and every wait is bounded in time.
 
 pub mod agent;
+pub mod bacula;
 pub mod cable;
 pub mod fifo;
 pub mod hyperfine;

@@ -219,9 +219,11 @@ impl Pair {
         let mut args: Vec<String> = Vec::new();
         let program = match &self.veth {
             Some(v) => {
-                args.extend(v.exec_prefix(i));
+                let mut enter = v.enter_command(i).into_iter();
+                let program = enter.next().unwrap_or_default();
+                args.extend(enter);
                 args.push(bin.display().to_string());
-                PathBuf::from("ip")
+                PathBuf::from(program)
             }
             None => bin,
         };

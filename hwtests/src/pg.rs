@@ -27,14 +27,14 @@
 //!   under its root (including moved-aside ones) and its children, then removes the root.
 
 use std::fs;
-use std::io::Read as _;
 use std::net::{Ipv4Addr, TcpListener};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::util::run_bounded;
 use drivers::resource::pgsql::{PgsqlParams, RejoinPolicy};
 use nix::sys::prctl;
 use nix::sys::signal::{kill, Signal};
@@ -278,6 +278,11 @@ impl PgCluster {
     /// Runs `sql` on `node` as the superuser over the Unix socket; the unaligned, tuples-only answer, or
     /// psql's stderr.
     pub fn sql(&self, node: Node, sql: &str) -> Result<String, String> {
+        self.sql_in(node, "postgres", sql)
+    }
+
+    /// [`PgCluster::sql`] in database `db`.
+    pub fn sql_in(&self, node: Node, db: &str, sql: &str) -> Result<String, String> {
         let mut cmd = Command::new(self.bindir.join("psql"));
         cmd.args(["-X", "-A", "-t", "-q", "-w", "-v", "ON_ERROR_STOP=1", "-h"])
             // The Unix socket directory: it reaches a server whichever network namespace it
@@ -285,7 +290,7 @@ impl PgCluster {
             .arg(self.root.path().join("sock"))
             .arg("-p")
             .arg(self.port(node).to_string())
-            .args(["-U", "postgres", "-d", "postgres", "-c", sql])
+            .args(["-U", "postgres", "-d", db, "-c", sql])
             .env("PGPASSFILE", self.password_file())
             .env("PGCONNECT_TIMEOUT", "5")
             .env("LC_ALL", "C");
@@ -621,50 +626,6 @@ fn wait_gone(pid: Pid, timeout: Duration) -> bool {
         thread::sleep(Duration::from_millis(10));
     }
     !alive(pid)
-}
-
-/// Runs `cmd` to completion with captured output, killing it (by PID) after `timeout`.
-fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("cannot start: {e}"))?;
-    let mut stdout = child.stdout.take();
-    let mut stderr = child.stderr.take();
-    let out_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(pipe) = stdout.as_mut() {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let err_reader = thread::spawn(move || {
-        let mut buf = Vec::new();
-        if let Some(pipe) = stderr.as_mut() {
-            let _ = pipe.read_to_end(&mut buf);
-        }
-        buf
-    });
-    let began = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if began.elapsed() >= timeout => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("did not finish within {timeout:?}; killed"));
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(e) => return Err(format!("cannot wait: {e}")),
-        }
-    };
-    Ok(Output {
-        status,
-        stdout: out_reader.join().unwrap_or_default(),
-        stderr: err_reader.join().unwrap_or_default(),
-    })
 }
 
 /// Bytes of a server log quoted when a wait fails.

@@ -4,6 +4,7 @@ use std::ffi::OsStr;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 /// A fresh directory named `<prefix>…` under the system temporary directory, removed when the
 /// returned guard drops.
@@ -91,8 +92,87 @@ pub fn strings(a: &[&str]) -> Vec<String> {
 /// Where the fence-agents packages install the ClusterLabs agents.
 pub const AGENT_DIR: &str = "/usr/sbin";
 
+/// Runs `cmd` to completion with captured output, killing it (by PID) after `timeout`.
+pub fn run_bounded(cmd: &mut Command, timeout: Duration) -> Result<Output, String> {
+    run_bounded_input(cmd, "", timeout)
+}
+
+/// [`run_bounded`] with `input` on the program's stdin.
+pub fn run_bounded_input(
+    cmd: &mut Command,
+    input: &str,
+    timeout: Duration,
+) -> Result<Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let input = input.to_owned();
+        std::thread::spawn(move || {
+            let _ = std::io::Write::write_all(&mut stdin, input.as_bytes());
+        });
+    }
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(pipe) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_end(pipe, &mut buf);
+        }
+        buf
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(pipe) = stderr.as_mut() {
+            let _ = std::io::Read::read_to_end(pipe, &mut buf);
+        }
+        buf
+    });
+    let began = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if began.elapsed() >= timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("did not finish within {timeout:?}; killed"));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => return Err(format!("cannot wait: {e}")),
+        }
+    };
+    Ok(Output {
+        status,
+        stdout: out_reader.join().unwrap_or_default(),
+        stderr: err_reader.join().unwrap_or_default(),
+    })
+}
+
+/// Nearest-rank percentile `p` (0 to 100) of an ascending sample; 0 for an empty one.
+pub fn percentile(sorted: &[u64], p: usize) -> u64 {
+    let rank = (sorted.len() * p.min(100)).div_ceil(100).max(1);
+    sorted
+        .get(rank.min(sorted.len()).wrapping_sub(1))
+        .copied()
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(super::percentile(&v, 50), 50);
+        assert_eq!(super::percentile(&v, 99), 99);
+        assert_eq!(super::percentile(&v, 100), 100);
+        assert_eq!(super::percentile(&[7], 99), 7);
+        assert_eq!(super::percentile(&[], 50), 0);
+        assert_eq!(super::percentile(&[1, 2, 3], 50), 2);
+    }
+
     use super::*;
 
     #[test]

@@ -52,6 +52,7 @@ use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
 use hwtests::pair::{Net, Pair, PairSpec, NAMES};
 use hwtests::pg::{Node as PgNode, PgCluster, PG_OS_USER};
 use hwtests::rig::relay::{UdpRelay as Leg, Way};
+use hwtests::util::percentile;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde_json::Value;
@@ -438,8 +439,8 @@ fn summary(fault: Fault, rows: &[Row]) {
         v.sort_unstable();
         println!(
             "| {what} | {} | {} | {} |",
-            pct(&v, 50),
-            pct(&v, 99),
+            percentile(&v, 50),
+            percentile(&v, 99),
             v.last().copied().unwrap_or(0)
         );
     };
@@ -478,14 +479,6 @@ fn summary(fault: Fault, rows: &[Row]) {
             writable,
         );
     }
-}
-
-fn pct(sorted: &[u64], p: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = (sorted.len() * p).div_ceil(100).saturating_sub(1);
-    sorted[i.min(sorted.len() - 1)]
 }
 
 /// Each node's memory and CPU over the whole run, summed over the agent processes it had.

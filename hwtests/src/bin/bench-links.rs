@@ -10,6 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context, Result};
 use hwtests::agent::log_timestamp;
 use hwtests::pair::{Net, Pair, PairSpec};
+use hwtests::util::percentile;
 use nix::sys::signal::Signal;
 
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -40,8 +41,8 @@ fn main() -> Result<()> {
         lat.sort();
         println!(
             "dead-peer detection over {name:<14} n={runs:<4} p50 {:>4} ms  p99 {:>4} ms  max {:>4} ms  (target p99 <= {} ms)",
-            pct(&lat, 50),
-            pct(&lat, 99),
+            percentile(&lat, 50),
+            percentile(&lat, 99),
             lat.last().copied().unwrap_or(0),
             (DEADTIME + INTERVAL).as_millis()
         );
@@ -141,13 +142,4 @@ fn clock_ticks() -> f64 {
         .ok()
         .flatten()
         .map_or(100.0, |v| v as f64)
-}
-
-/// Nearest-rank percentile of a sorted sample.
-fn pct(sorted: &[u64], p: u32) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (sorted.len() * p as usize).div_ceil(100).max(1);
-    sorted[rank.min(sorted.len()) - 1]
 }

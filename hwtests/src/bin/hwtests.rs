@@ -8,11 +8,13 @@
 //! `cargo build -p agent --bin watchkeeper && cargo run -p hwtests --bin hwtests -- run --rig hwtests/rigs/pair.toml chaos --faults 200`
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use hwtests::rig::desc::RigDesc;
 use hwtests::rig::emulated::Emulated;
 use hwtests::rig::scenario::{Runner, Timing, SCENARIOS};
+use hwtests::util::percentile;
 
 const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE SCENARIO [--runs N] | hwtests list";
 
@@ -88,22 +90,27 @@ fn main() -> Result<()> {
 }
 
 fn print_timings(scenario: &str, runs: usize, timings: &[Timing]) {
-    let pct = |mut v: Vec<f64>, p: usize| -> (f64, f64, f64) {
-        v.sort_by(f64::total_cmp);
-        // Nearest rank: the smallest value with at least p % of the runs at or below it.
-        let at = |p: usize| {
-            let rank = (p * v.len()).div_ceil(100).max(1);
-            v.get(rank - 1).copied().unwrap_or(f64::NAN)
-        };
-        (at(50), at(p), v.last().copied().unwrap_or(f64::NAN))
+    let pct = |v: Vec<f64>| -> (u64, u64, u64) {
+        // Whole milliseconds: the clocks behind them are no finer than that in practice.
+        let mut ms: Vec<u64> = v
+            .iter()
+            .map(|x| Duration::from_secs_f64(x.max(0.0) / 1000.0).as_millis())
+            .map(|m| u64::try_from(m).unwrap_or(u64::MAX))
+            .collect();
+        ms.sort_unstable();
+        (
+            percentile(&ms, 50),
+            percentile(&ms, 99),
+            percentile(&ms, 100),
+        )
     };
     println!(
         "\n{scenario}: {} of {runs} runs timed (BMC power log, resource journal)",
         timings.len()
     );
     println!("| from the fault to | p50 ms | p99 ms | max ms |\n|---|---|---|---|");
-    let (a, b, c) = pct(timings.iter().map(|t| t.fenced_ms).collect(), 99);
-    println!("| the BMC switches the lost holder off | {a:.0} | {b:.0} | {c:.0} |");
-    let (a, b, c) = pct(timings.iter().map(|t| t.group_ms).collect(), 99);
-    println!("| the whole group started on the survivor | {a:.0} | {b:.0} | {c:.0} |");
+    let (a, b, c) = pct(timings.iter().map(|t| t.fenced_ms).collect());
+    println!("| the BMC switches the lost holder off | {a} | {b} | {c} |");
+    let (a, b, c) = pct(timings.iter().map(|t| t.group_ms).collect());
+    println!("| the whole group started on the survivor | {a} | {b} | {c} |");
 }

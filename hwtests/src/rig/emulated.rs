@@ -566,11 +566,15 @@ impl Emulated {
     pub fn start(&mut self, i: usize) -> io::Result<()> {
         let bin = watchkeeper_bin()?;
         let mut args: Vec<String> = Vec::new();
+        // nsenter enters only the network namespace: `ip netns exec` would also give the agent
+        // a private copy of every mount of the machine, which keeps other tests' filesystems
+        // busy for as long as it runs.
         if let Some(ns) = &self.netns {
-            args.extend(["netns", "exec", &ns.hosts[i]].map(str::to_owned));
+            args.push(format!("--net=/run/netns/{}", ns.hosts[i]));
+            args.push("--".into());
         }
         let program = if self.netns.is_some() {
-            PathBuf::from("ip")
+            PathBuf::from("nsenter")
         } else {
             PathBuf::from("env")
         };

@@ -1,0 +1,35 @@
+# Sourced by the scripts/deps-*.sh installers: which Debian packages are missing, and installing
+# them without letting their maintainer scripts start any daemon.
+#
+#   apt_missing PKG...   sets the array `missing` to the packages not installed
+#   apt_install PKG...   apt-get update, then installs them with a temporary policy-rc.d that
+#                        denies every service start (kept if the machine already has one)
+
+sudo_cmd=()
+[ "$(id -u)" -ne 0 ] && sudo_cmd=(sudo)
+
+apt_missing() {
+  missing=()
+  local p status
+  for p in "$@"; do
+    status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=("$p")
+  done
+}
+
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  echo "installing $*"
+  "${sudo_cmd[@]}" apt-get update -qq
+  local created_policy=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo_cmd[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+    "${sudo_cmd[@]}" chmod +x /usr/sbin/policy-rc.d
+    created_policy=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get -o DPkg::Lock::Timeout=600 install \
+    -y -qq --no-install-recommends "$@"
+  if [ "$created_policy" = 1 ]; then
+    "${sudo_cmd[@]}" rm -f /usr/sbin/policy-rc.d
+  fi
+}
