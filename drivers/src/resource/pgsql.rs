@@ -507,7 +507,20 @@ impl PgsqlResource {
 
     async fn do_monitor(&mut self, deadline: Instant) -> Result<ResourceState, ResourceError> {
         const ACTION: &str = "monitor";
-        match self.role(ACTION, deadline).await? {
+        let mut role = self.role(ACTION, deadline).await?;
+        // A live postmaster that refused one connection (its connection slots full for a
+        // moment, a loaded host) is asked again before the Catalog is called failed: a failed
+        // monitor restarts it and everything after it in the group.
+        for _ in 1..MONITOR_ATTEMPTS {
+            let transient = matches!(role, Err(SqlError::Unreachable(_) | SqlError::NotReady(_)))
+                && self.live_postmaster().is_some();
+            if !transient || Instant::now() + MONITOR_RETRY_PAUSE >= deadline {
+                break;
+            }
+            tokio::time::sleep(MONITOR_RETRY_PAUSE).await;
+            role = self.role(ACTION, deadline).await?;
+        }
+        match role {
             Ok(Role::Primary) => Ok(ResourceState::Running),
             // A standby does not hold the Catalog role; see the module docs.
             Ok(Role::Standby) => Ok(ResourceState::Stopped),
@@ -1679,6 +1692,10 @@ const STANDBY_RESTART_LIMIT: Duration = Duration::from_secs(20);
 /// nothing (the postmaster writes it within milliseconds of being forked).
 const PID_FILE_SETTLE: Duration = Duration::from_millis(200);
 const CLEANUP_POLL: Duration = Duration::from_millis(20);
+/// Connection attempts a monitor makes to a live postmaster before calling it failed.
+const MONITOR_ATTEMPTS: usize = 3;
+/// Pause between two of them.
+const MONITOR_RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// After `pg_ctl stop` returned, how long the postmaster may take to exit.
 const EXIT_SETTLE: Duration = Duration::from_secs(2);
 /// Connecting over loopback or a Unix socket takes milliseconds; more means a hung server.
