@@ -156,6 +156,11 @@ const CASES: &[common::Case] = &[
         expected: "{file}:37:8: resource[1].port: port is given per node but not for beta: every node needs one",
     },
     common::Case {
+        name: "pgsql_port_out_of_range_for_a_node",
+        edits: &[("user = \"postgres\"", "user = \"postgres\"\nport = { alpha = 5432, beta = 0 }")],
+        expected: "{file}:37:8: resource[1].port.beta: port for node beta is not a TCP port (1 to 65535)",
+    },
+    common::Case {
         name: "restart_limit_out_of_range",
         edits: &[("restart_limit = 2", "restart_limit = 50")],
         expected: "{file}:6:17: failover.restart_limit: restart_limit 50 is out of range: expected 0 (hand over at the first monitor failure) to 10",

@@ -496,8 +496,8 @@ impl Converter<'_> {
                 .and_then(|i| u16::try_from(i).ok())
                 .filter(|p| *p > 0)
         };
-        let bad = format!(
-            "expected 1 to 65535, or one per node: port = {{ {} }}",
+        let example = format!(
+            "5432, or port = {{ {} }}",
             nodes
                 .iter()
                 .zip(5432..)
@@ -505,62 +505,14 @@ impl Converter<'_> {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
-        match v.get_ref() {
-            toml::Value::Table(t) => {
-                let mut map = BTreeMap::new();
-                let mut ok = true;
-                for (node, value) in t {
-                    if !nodes.contains(&node.as_str()) {
-                        self.error(
-                            v.span(),
-                            format!("{key}.{node}"),
-                            format!(
-                                "node {node} is not defined; defined nodes: {}",
-                                nodes.join(", ")
-                            ),
-                        );
-                        ok = false;
-                    } else if let Some(p) = port(value) {
-                        map.insert(node.clone(), p);
-                    } else {
-                        self.error(
-                            v.span(),
-                            format!("{key}.{node}"),
-                            format!("port {value} is not a TCP port: {bad}"),
-                        );
-                        ok = false;
-                    }
-                }
-                let missing: Vec<&str> = nodes
-                    .iter()
-                    .copied()
-                    .filter(|n| !t.contains_key(*n))
-                    .collect();
-                if !missing.is_empty() {
-                    self.error(
-                        v.span(),
-                        key,
-                        format!(
-                            "port is given per node but not for {}: every node needs one",
-                            missing.join(", ")
-                        ),
-                    );
-                    ok = false;
-                }
-                ok.then_some(PerNode::ByNode(map))
-            }
-            other => match port(other) {
-                Some(p) => Some(PerNode::All(p)),
-                None => {
-                    self.error(
-                        v.span(),
-                        key,
-                        format!("port {other} is not a TCP port: {bad}"),
-                    );
-                    None
-                }
-            },
-        }
+        self.per_node_of(
+            v,
+            key,
+            nodes,
+            port,
+            ("a TCP port (1 to 65535)", "a TCP port (1 to 65535)"),
+            &example,
+        )
     }
 
     fn absolute(&mut self, v: &Spanned<String>, key: &str, example: &str) -> Option<PathBuf> {
@@ -761,68 +713,92 @@ impl Converter<'_> {
         nodes: &[&str],
         example: &str,
     ) -> Option<PerNode<String>> {
+        let one = |value: &toml::Value| value.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+        self.per_node_of(
+            v,
+            key,
+            nodes,
+            one,
+            ("a non-empty string", "a string"),
+            example,
+        )
+    }
+
+    /// One value, or a table of values by node name naming every node. `parse` reads one
+    /// value; `what` says what it must be, for one node's value and for the whole key.
+    fn per_node_of<T>(
+        &mut self,
+        v: &Spanned<toml::Value>,
+        key: &str,
+        nodes: &[&str],
+        parse: impl Fn(&toml::Value) -> Option<T>,
+        what: (&str, &str),
+        example: &str,
+    ) -> Option<PerNode<T>> {
         let field = key.rsplit('.').next().unwrap_or(key).to_owned();
-        match v.get_ref() {
-            toml::Value::String(s) if !s.is_empty() => Some(PerNode::All(s.clone())),
-            toml::Value::Table(t) => {
-                let mut map = BTreeMap::new();
-                let mut ok = true;
-                for (node, value) in t {
-                    if !nodes.contains(&node.as_str()) {
-                        self.error(
-                            v.span(),
-                            format!("{key}.{node}"),
-                            format!(
-                                "node {node} is not defined; defined nodes: {}",
-                                nodes.join(", ")
-                            ),
-                        );
-                        ok = false;
-                    }
-                    match value.as_str() {
-                        Some(s) if !s.is_empty() => {
-                            map.insert(node.clone(), s.to_owned());
-                        }
-                        _ => {
-                            self.error(
-                                v.span(),
-                                format!("{key}.{node}"),
-                                format!("{field} for node {node} is not a non-empty string"),
-                            );
-                            ok = false;
-                        }
-                    }
-                }
-                let missing: Vec<&str> = nodes
-                    .iter()
-                    .copied()
-                    .filter(|n| !t.contains_key(*n))
-                    .collect();
-                if !missing.is_empty() {
+        let toml::Value::Table(t) = v.get_ref() else {
+            return match parse(v.get_ref()) {
+                Some(one) => Some(PerNode::All(one)),
+                None => {
                     self.error(
                         v.span(),
                         key,
                         format!(
-                            "{field} is given per node but not for {}: every node needs one",
-                            missing.join(", ")
+                            "{field} {} is neither {} nor a table by node name: expected e.g. \
+                             {example}",
+                            v.get_ref(),
+                            what.1
                         ),
+                    );
+                    None
+                }
+            };
+        };
+        let mut map = BTreeMap::new();
+        let mut ok = true;
+        for (node, value) in t {
+            if !nodes.contains(&node.as_str()) {
+                self.error(
+                    v.span(),
+                    format!("{key}.{node}"),
+                    format!(
+                        "node {node} is not defined; defined nodes: {}",
+                        nodes.join(", ")
+                    ),
+                );
+                ok = false;
+            }
+            match parse(value) {
+                Some(one) => {
+                    map.insert(node.clone(), one);
+                }
+                None => {
+                    self.error(
+                        v.span(),
+                        format!("{key}.{node}"),
+                        format!("{field} for node {node} is not {}", what.0),
                     );
                     ok = false;
                 }
-                ok.then_some(PerNode::ByNode(map))
-            }
-            other => {
-                self.error(
-                    v.span(),
-                    key,
-                    format!(
-                        "{field} {other} is neither a string nor a table by node name: expected \
-                         e.g. {example}"
-                    ),
-                );
-                None
             }
         }
+        let missing: Vec<&str> = nodes
+            .iter()
+            .copied()
+            .filter(|n| !t.contains_key(*n))
+            .collect();
+        if !missing.is_empty() {
+            self.error(
+                v.span(),
+                key,
+                format!(
+                    "{field} is given per node but not for {}: every node needs one",
+                    missing.join(", ")
+                ),
+            );
+            ok = false;
+        }
+        ok.then_some(PerNode::ByNode(map))
     }
 
     fn vip(&mut self, r: &RawResource, key: &str, nodes: &[&str]) -> Option<ResourceKind> {

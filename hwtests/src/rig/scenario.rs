@@ -206,27 +206,53 @@ impl Runner {
         }
     }
 
+    /// For [`QUIET`], checks every 50 ms that `broken` finds nothing wrong.
+    fn stays_quiet(&self, broken: impl Fn(&Emulated) -> Option<String>) -> Result<(), Failed> {
+        let started = Instant::now();
+        while started.elapsed() < QUIET {
+            if let Some(why) = broken(&self.rig) {
+                return fail(why);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits until exactly one of `pair` has power and runs the whole group, then checks the
+    /// epoch and the rows on it; returns it.
+    fn one_survivor(&mut self, what: &str, pair: [usize; 2]) -> Result<usize, Failed> {
+        self.watch(what, WAIT, |r| {
+            let alive: Vec<usize> = pair.into_iter().filter(|&i| r.powered(i)).collect();
+            alive.len() == 1 && r.holds_all(alive[0])
+        })?;
+        let winner = if self.rig.powered(pair[0]) {
+            pair[0]
+        } else {
+            pair[1]
+        };
+        self.check_after(what, winner)?;
+        Ok(winner)
+    }
+
     /// Holds the current state for `QUIET`, failing if the holder changes or anything is
     /// powered off.
     fn hold_still(&self, what: &str) -> Result<(), Failed> {
         let holder = self.holder;
         let offs = self.rig.power_offs();
-        let started = Instant::now();
-        while started.elapsed() < QUIET {
-            if !self.rig.holds_all(holder) || self.rig.holders() != vec![holder] {
-                return fail(format!(
+        self.stays_quiet(|r| {
+            if !r.holds_all(holder) || r.holders() != vec![holder] {
+                Some(format!(
                     "{what}: the group moved or stopped: {} runs {:?}, holders {:?}",
-                    self.rig.name(holder),
-                    self.rig.running(holder),
-                    self.rig.holders()
-                ));
+                    r.name(holder),
+                    r.running(holder),
+                    r.holders()
+                ))
+            } else if r.power_offs() != offs {
+                Some(format!("{what}: a host was fenced"))
+            } else {
+                None
             }
-            if self.rig.power_offs() != offs {
-                return fail(format!("{what}: a host was fenced"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Ok(())
+        })
     }
 
     /// Writes a row on the Catalog's primary and waits until the standby has it.
@@ -382,12 +408,7 @@ impl Runner {
         if self.has_witness() {
             return self.witness_keeps_peace(what);
         }
-        self.watch(what, WAIT, |r| {
-            let alive: Vec<usize> = [a, b].into_iter().filter(|&i| r.powered(i)).collect();
-            alive.len() == 1 && r.holds_all(alive[0])
-        })?;
-        let winner = if self.rig.powered(a) { a } else { b };
-        self.check_after(what, winner)?;
+        let winner = self.one_survivor(what, [a, b])?;
         self.say(format!(
             "{what}: {} survived and holds",
             self.rig.name(winner)
@@ -448,12 +469,7 @@ impl Runner {
         if self.has_witness() {
             return self.witness_keeps_peace(what);
         }
-        self.watch(what, WAIT, |r| {
-            let alive: Vec<usize> = [h, s].into_iter().filter(|&i| r.powered(i)).collect();
-            alive.len() == 1 && r.holds_all(alive[0])
-        })?;
-        let winner = if self.rig.powered(h) { h } else { s };
-        self.check_after(what, winner)?;
+        let winner = self.one_survivor(what, [h, s])?;
         self.say(format!(
             "{what}: {} holds, the other was fenced",
             self.rig.name(winner)
@@ -471,17 +487,15 @@ impl Runner {
             self.rig.cut_bmc(victim, true);
         }
         self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
-        let started = Instant::now();
-        while started.elapsed() < QUIET {
-            if !self.rig.running(survivor).is_empty() {
-                return fail(format!(
-                    "{what}: {} took over without a confirmed fence: {:?}",
-                    self.rig.name(survivor),
-                    self.rig.running(survivor)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.stays_quiet(|r| {
+            let runs = r.running(survivor);
+            (!runs.is_empty()).then(|| {
+                format!(
+                    "{what}: {} took over without a confirmed fence: {runs:?}",
+                    r.name(survivor)
+                )
+            })
+        })?;
         if lie {
             self.rig.bmc_ignores_off(victim, false);
         } else {
@@ -507,17 +521,15 @@ impl Runner {
             .fill_disk(survivor, true)
             .map_err(|e| Failed(e.to_string()))?;
         self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
-        let started = Instant::now();
-        while started.elapsed() < QUIET {
-            if !self.rig.running(survivor).is_empty() {
-                return fail(format!(
-                    "{what}: {} started {:?} with a full state directory",
-                    self.rig.name(survivor),
-                    self.rig.running(survivor)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.stays_quiet(|r| {
+            let runs = r.running(survivor);
+            (!runs.is_empty()).then(|| {
+                format!(
+                    "{what}: {} started {runs:?} with a full state directory",
+                    r.name(survivor)
+                )
+            })
+        })?;
         self.rig
             .fill_disk(survivor, false)
             .map_err(|e| Failed(e.to_string()))?;
@@ -657,17 +669,15 @@ impl Runner {
         let (h, s) = (self.holder, self.standby());
         self.write_row()?;
         self.rig.kill(s).map_err(|e| Failed(e.to_string()))?;
-        let started = Instant::now();
-        while started.elapsed() < QUIET {
-            if !self.rig.holds_all(h) {
-                return fail(format!(
+        self.stays_quiet(|r| {
+            (!r.holds_all(h)).then(|| {
+                format!(
                     "{what}: {} stopped holding: runs {:?}",
-                    self.rig.name(h),
-                    self.rig.running(h)
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                    r.name(h),
+                    r.running(h)
+                )
+            })
+        })?;
         self.check_after(what, h)?;
         self.say(format!(
             "{what}: {} kept the group ({} powered {})",
