@@ -589,6 +589,10 @@ impl Emulated {
             ));
             args.push("FAKETIME_CACHE_DURATION=1".into());
             args.push("FAKETIME_DONT_FAKE_MONOTONIC=1".into());
+            // The step applies to the agent only: the programs it runs as another user (pg_ctl
+            // and psql as postgres) cannot open the semaphore libfaketime shares from the agent,
+            // and libfaketime then fails them outright.
+            args.push("FAKETIME_ONLY_CMDS=watchkeeper".into());
         }
         args.push(bin.display().to_string());
         args.extend(["run", "--log-json", "--node", self.name(i), "--config"].map(str::to_owned));
