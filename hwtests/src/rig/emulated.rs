@@ -582,17 +582,21 @@ impl Emulated {
             args.push("env".into());
         }
         if self.faketime {
-            args.push(format!("LD_PRELOAD={FAKETIME_LIB}"));
+            // A copy only root can read: programs the agent runs as the postgres user (pg_ctl)
+            // then start without it (the loader skips an unreadable preload) instead of failing
+            // on the semaphore libfaketime shares from the root agent, which they may not open.
+            let lib = self.dir.path().join("libfaketime.so.1");
+            if !lib.exists() {
+                fs::copy(FAKETIME_LIB, &lib)?;
+                fs::set_permissions(&lib, fs::Permissions::from_mode(0o700))?;
+            }
+            args.push(format!("LD_PRELOAD={}", lib.display()));
             args.push(format!(
                 "FAKETIME_TIMESTAMP_FILE={}",
                 self.hosts[i].clock.display()
             ));
             args.push("FAKETIME_CACHE_DURATION=1".into());
             args.push("FAKETIME_DONT_FAKE_MONOTONIC=1".into());
-            // The step applies to the agent only: the programs it runs as another user (pg_ctl
-            // and psql as postgres) cannot open the semaphore libfaketime shares from the agent,
-            // and libfaketime then fails them outright.
-            args.push("FAKETIME_ONLY_CMDS=watchkeeper".into());
         }
         args.push(bin.display().to_string());
         args.extend(["run", "--log-json", "--node", self.name(i), "--config"].map(str::to_owned));
