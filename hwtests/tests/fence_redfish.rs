@@ -328,13 +328,15 @@ fn bmc_that_accepts_off_but_stays_on_is_unconfirmed() {
     let sushy = start(&options);
     let mut device = RedfishDevice::new("rf", NODE, params(&sushy)).expect("device");
     let started = Instant::now();
+    // Long enough that a loaded machine's slow answer does not turn the last readback into a
+    // timeout: what is checked is the kind the driver gives to "accepted, still On".
     let e = rt()
-        .block_on(device.off(NODE, started + Duration::from_secs(2)))
+        .block_on(device.off(NODE, started + Duration::from_secs(5)))
         .expect_err("never off");
     assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
     assert!(e.message.contains("still reports On"), "{e}");
     assert!(
-        started.elapsed() < Duration::from_secs(3),
+        started.elapsed() < Duration::from_secs(7),
         "{:?}",
         started.elapsed()
     );
