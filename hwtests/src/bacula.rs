@@ -12,13 +12,17 @@
 //!
 //! # The cluster
 //!
-//! - Two network namespaces made for the cluster ([`VethPair`]): the *cluster* side holds both
-//!   nodes, `alpha` and `beta` (their agents, BMCs, Catalog servers, Storage Daemons and
-//!   Directors, all on its loopback), and the virtual IP [`VIP`] on its veth end; the *client*
-//!   side is a third host running the File Daemon at [`CLIENT_ADDR`], and bconsole, both
-//!   reaching the Director and the Storage Daemon only through the virtual IP.
-//!   [`BaculaCluster::start`] moves the calling thread into the cluster namespace, so every
-//!   process the caller starts afterwards (and every thread it spawns) lives there too.
+//! - Three hosts, each a network namespace on one bridged Ethernet segment ([`Segment`]):
+//!   `alpha` and `beta`, the nodes, each running its agent, its Catalog server, and, while it
+//!   holds the group, the Storage Daemon and the Director on the virtual IP [`VIP`] (found by
+//!   ARP, as on a real LAN); and the *client* at [`CLIENT_ADDR`], running the File Daemon and
+//!   bconsole, which reach the Director and the Storage Daemon only through the virtual IP.
+//!   Each node reaches the other's configuration replica at the other's own address.
+//! - The BMCs (`ipmi_sim`) run on this machine's loopback and are reached from the nodes at the
+//!   switch's address on the segment, through a UDP relay each ([`UdpRelay`]), as a
+//!   management network would carry them.
+//! - The Catalog servers listen on their own node's loopback (the Director connects there),
+//!   and stream to each other through the Unix socket directory, which the namespaces share.
 //! - Each node's resource group, in Bacula's order: `storage` (the loop device mounted at the
 //!   node's own mountpoint, without fsck: see `agent_conf`), `catalog` (pgsql: promote the local standby; a former primary
 //!   rejoins by `pg_rewind`), `address` (the virtual IP), `bacula-sd` and `bacula-dir` (script
@@ -50,14 +54,12 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -66,15 +68,22 @@ use serde_json::Value;
 use crate::agent::{read_log_lines, watchkeeper_bin, AgentProcess};
 use crate::cable::PtyCable;
 use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
-use crate::netns::VethPair;
+use crate::netns::{in_netns, Segment};
 use crate::pair::NAMES;
 use crate::pg::{Node, PgCluster};
+use crate::rig::relay::UdpRelay;
 use crate::util::{run_bounded, run_bounded_input};
 
-/// The Director's (and the Storage Daemon's) virtual IP, on the cluster side of the veth pair.
+/// The Director's (and the Storage Daemon's) virtual IP, on the holder's LAN interface.
 pub const VIP: &str = "10.231.0.100";
-/// The client host's address (the File Daemon), on the client side of the veth pair.
+/// The client host's address (the File Daemon).
 pub const CLIENT_ADDR: &str = "10.231.0.2";
+/// The nodes' own addresses, alpha's then beta's.
+pub const NODE_ADDRS: [&str; 2] = ["10.231.0.11", "10.231.0.12"];
+/// The switch's address on the segment, where the BMC relays listen.
+pub const SWITCH_ADDR: &str = "10.231.0.254";
+/// Index of the client host in [`BaculaCluster::lan`].
+pub const CLIENT: usize = 2;
 /// The resources of the group, in start order.
 pub const RESOURCES: [&str; 6] = [
     "storage",
@@ -195,8 +204,10 @@ pub struct BaculaCluster {
     pub bmcs: [IpmiSim; 2],
     /// The Catalog servers: [`Node::A`] is alpha's, [`Node::B`] beta's.
     pub pg: PgCluster,
-    /// The namespaces: side 0 the cluster, side 1 the client.
-    pub veth: VethPair,
+    /// The LAN: hosts alpha, beta and the client ([`CLIENT`]), in that order.
+    pub lan: Segment,
+    /// Each node's BMC as the nodes reach it, on the switch.
+    bmc_relays: Vec<UdpRelay>,
     loop_dev: PathBuf,
     first_holder: usize,
     // Last, so everything above is gone before the directory is removed.
@@ -206,13 +217,26 @@ pub struct BaculaCluster {
 impl BaculaCluster {
     /// Builds the cluster, starts the File Daemon and both agents, and waits until alpha holds
     /// the whole group and beta stands by with its copy of the shared Director configuration.
-    /// Moves the calling thread into the cluster's namespace (see the module docs).
     pub fn start() -> Result<BaculaCluster, BaculaError> {
         if let Some(why) = missing_prerequisites() {
             return Err(BaculaError::Missing(why));
         }
-        let veth = VethPair::new().map_err(io("network namespaces"))?;
-        enter_netns(&veth.ns[0])?;
+        let addr = |a: &str| {
+            a.parse().map_err(|e| BaculaError::Command {
+                what: format!("address {a}"),
+                detail: format!("{e}"),
+            })
+        };
+        let lan = Segment::new(
+            &["alpha", "beta", "client"],
+            &[
+                addr(NODE_ADDRS[0])?,
+                addr(NODE_ADDRS[1])?,
+                addr(CLIENT_ADDR)?,
+            ],
+            addr(SWITCH_ADDR)?,
+        )
+        .map_err(io("network namespaces"))?;
         let dir = tempfile::Builder::new()
             .prefix("wk-bacula-")
             .tempdir_in("/tmp")
@@ -220,10 +244,32 @@ impl BaculaCluster {
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755))
             .map_err(io("chmod temporary directory"))?;
         let pg = PgCluster::start();
+        // Each Catalog server moves to its node: stopped, then started from its namespace.
+        for n in [Node::B, Node::A] {
+            pg.stop_node(n);
+        }
+        for (i, n) in [Node::A, Node::B].into_iter().enumerate() {
+            in_netns(&lan.hosts[i], || {
+                pg.start_node(n);
+                Ok(())
+            })
+            .map_err(io("Catalog server in its namespace"))?;
+        }
+        pg.wait_streaming(Node::B);
         let bmcs = [
             IpmiSim::start(&IpmiSimConfig::default()),
             IpmiSim::start(&IpmiSimConfig::default()),
         ];
+        let mut bmc_relays = Vec::new();
+        for (j, bmc) in bmcs.iter().enumerate() {
+            let target = bmc.address();
+            let front = in_netns(&lan.switch, || {
+                std::net::UdpSocket::bind((SWITCH_ADDR, BMC_PORTS[j]))
+            })
+            .map_err(io("BMC relay on the switch"))?;
+            let back = std::net::UdpSocket::bind("127.0.0.1:0").map_err(io("BMC relay"))?;
+            bmc_relays.push(UdpRelay::from_sockets(front, back, target).map_err(io("BMC relay"))?);
+        }
         let cable = PtyCable::new(dir.path(), "tty-alpha", "tty-beta").map_err(io("pty cable"))?;
         let loop_dev = make_loop_fs(dir.path())?;
         let mut cluster = BaculaCluster {
@@ -232,7 +278,8 @@ impl BaculaCluster {
             cable,
             bmcs,
             pg,
-            veth,
+            lan,
+            bmc_relays,
             loop_dev,
             first_holder: 0,
             dir,
@@ -303,16 +350,21 @@ impl BaculaCluster {
     pub fn start_agent(&mut self, i: usize) -> Result<(), BaculaError> {
         let bin = watchkeeper_bin().map_err(io("watchkeeper binary"))?;
         let config = self.config(i);
-        let args: Vec<&std::ffi::OsStr> = vec![
+        // The agent runs in its node's namespace (nsenter execs it in place: the PID is the
+        // agent's), and what it starts lives there too.
+        let enter = self.lan.enter_command(i);
+        let mut args: Vec<&std::ffi::OsStr> = enter[1..].iter().map(|a| a.as_ref()).collect();
+        args.extend::<[&std::ffi::OsStr; 7]>([
+            bin.as_os_str(),
             "run".as_ref(),
             "--log-json".as_ref(),
             "--node".as_ref(),
             NAMES[i].as_ref(),
             "--config".as_ref(),
             config.as_os_str(),
-        ];
-        let agent =
-            AgentProcess::spawn(&bin, &args, &self.log(i)).map_err(io("start watchkeeper"))?;
+        ]);
+        let agent = AgentProcess::spawn(Path::new(&enter[0]), &args, &self.log(i))
+            .map_err(io("start watchkeeper"))?;
         fs::write(self.agent_pid_file(i), format!("{}\n", agent.pid()))
             .map_err(io("agent PID file"))?;
         self.agents[i] = Some(agent);
@@ -347,7 +399,8 @@ impl BaculaCluster {
     }
 
     /// Waits until node `who` holds the group with every resource running; on every round
-    /// checks that no two live, powered nodes hold it. `alive` says whose agent to ask.
+    /// checks that no two live, powered nodes hold it, by their agents' word and by the
+    /// virtual IP on their interfaces. `alive` says whose agent to ask.
     pub fn wait_holder(
         &self,
         who: usize,
@@ -371,6 +424,15 @@ impl BaculaCluster {
             if holders > 1 {
                 return Err(BaculaError::TwoHolders(format!("{reports:?}")));
             }
+            let vip_owners: Vec<&str> = (0..2)
+                .filter(|&i| self.bmcs[i].power_on() && self.has_vip(i))
+                .map(|i| NAMES[i])
+                .collect();
+            if vip_owners.len() > 1 {
+                return Err(BaculaError::TwoHolders(format!(
+                    "the virtual IP is on {vip_owners:?}"
+                )));
+            }
             if reports[who].as_ref().is_some_and(holds_all) {
                 return Ok(began.elapsed());
             }
@@ -382,6 +444,11 @@ impl BaculaCluster {
             waited: timeout,
             detail: format!(": {last:?}"),
         })
+    }
+
+    /// Whether node `i` has the virtual IP on its LAN interface.
+    pub fn has_vip(&self, i: usize) -> bool {
+        VIP.parse().is_ok_and(|vip| self.lan.has_address(i, vip))
     }
 
     /// Waits until one node holds the whole group (never two); which one.
@@ -454,13 +521,14 @@ impl BaculaCluster {
     pub fn bconsole(&self, commands: &str) -> Result<String, BaculaError> {
         let conf = self.dir().join("client/bconsole.conf");
         let input = format!("{commands}\nquit\n");
-        let out = in_netns(&self.veth.ns[1], || {
-            run_bounded_input(
+        let out = in_netns(&self.lan.hosts[CLIENT], || {
+            Ok(run_bounded_input(
                 Command::new(BCONSOLE).args(["-n", "-c"]).arg(&conf),
                 &input,
                 BCONSOLE_TIMEOUT,
-            )
-        })?
+            ))
+        })
+        .map_err(io("bconsole on the client"))?
         .map_err(|detail| BaculaError::Command {
             what: format!("bconsole {commands:?}"),
             detail,
@@ -711,14 +779,18 @@ impl BaculaCluster {
     }
 
     /// Runs `bacula-dir -t` on node `i`'s configuration (the standby checks its copy).
+    /// Runs in node `i`'s namespace: the check connects to the node's Catalog server.
     pub fn test_director_config(&self, i: usize) -> Result<Output, BaculaError> {
-        run_bounded(
-            Command::new(BACULA_DIR)
-                .arg("-t")
-                .arg("-c")
-                .arg(self.director_config(i)),
-            CLI_TIMEOUT,
-        )
+        in_netns(&self.lan.hosts[i], || {
+            Ok(run_bounded(
+                Command::new(BACULA_DIR)
+                    .arg("-t")
+                    .arg("-c")
+                    .arg(self.director_config(i)),
+                CLI_TIMEOUT,
+            ))
+        })
+        .map_err(io("bacula-dir -t in the node's namespace"))?
         .map_err(|detail| BaculaError::Command {
             what: "bacula-dir -t".into(),
             detail,
@@ -786,9 +858,11 @@ impl BaculaCluster {
     /// start recorder; waits until beta's standby has it all.
     fn create_catalog(&self) -> Result<(), BaculaError> {
         let port = self.pg.port(Node::A).to_string();
+        let sock = self.pg.root().join("sock");
+        let sock = sock.to_string_lossy();
         for script in [CREATE_DB, MAKE_TABLES, GRANT] {
             let mut cmd = Command::new(Path::new(CATALOG_SCRIPTS).join(script));
-            cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
+            cmd.args(["-h", &sock, "-p", &port, "-U", "postgres"])
                 .env("PGPASSWORD", crate::pg::SUPERUSER_PASSWORD)
                 .env("db_name", "bacula")
                 .env("db_user", "bacula")
@@ -909,7 +983,7 @@ impl BaculaCluster {
         let log = fs::File::create(self.dir().join("client/fd.log")).map_err(io("fd log"))?;
         let conf = self.dir().join("client/bacula-fd.conf");
         let stdout = log.try_clone().map_err(io("fd log"))?;
-        let child = in_netns(&self.veth.ns[1], || {
+        let child = in_netns(&self.lan.hosts[CLIENT], || {
             Command::new(BACULA_FD)
                 .args(["-f", "-c"])
                 .arg(&conf)
@@ -917,17 +991,17 @@ impl BaculaCluster {
                 .stdout(stdout)
                 .stderr(log)
                 .spawn()
-        })?
+        })
         .map_err(io("start bacula-fd"))?;
         self.fd = Some(child);
         let began = Instant::now();
         while began.elapsed() < DAEMON_TIMEOUT {
-            let listening = in_netns(&self.veth.ns[1], || {
+            let listening = in_netns(&self.lan.hosts[CLIENT], || {
                 Command::new("ss")
                     .arg("-Hltn")
                     .arg(format!("sport = :{FD_PORT}"))
                     .output()
-            })?
+            })
             .map_err(io("ss"))?;
             if !listening.stdout.is_empty() {
                 return Ok(());
@@ -1037,7 +1111,10 @@ impl BaculaCluster {
             .replace("@NODE@", &n.display().to_string())
             .replace("@DIR_PID@", DIR_PID_FILE)
             .replace("@SD_PID@", SD_PID_FILE)
-            .replace("@DATADIR@", &self.pg.datadir(node(i)).display().to_string()))
+            .replace("@DATADIR@", &self.pg.datadir(node(i)).display().to_string())
+            .replace("@NETNS@", &self.lan.hosts[i])
+            .replace("@VIP@", VIP)
+            .replace("@DEV@", Segment::DEV))
     }
 
     fn agent_conf(&self, i: usize) -> String {
@@ -1063,8 +1140,9 @@ impl BaculaCluster {
                 t,
                 "[[node]]\nid = {id}\nname = \"{name}\"\ncontrol_socket = \"{name}.sock\"\n\
                  state_dir = \"{name}/state\"\nfencing = [[\"ipmi-{name}\"]]\n\
-                 replicate = \"127.0.0.1:{port}\"\nlinks.serial0 = {{ device = \"{dev}\" }}\n\n",
+                 replicate = \"{addr}:{port}\"\nlinks.serial0 = {{ device = \"{dev}\" }}\n\n",
                 id = j + 1,
+                addr = NODE_ADDRS[j],
                 port = REPLICATE_PORTS[j],
                 dev = dev.display(),
             );
@@ -1079,7 +1157,7 @@ impl BaculaCluster {
                 "[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
                  address = \"{addr}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
                  cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n\n",
-                addr = self.bmcs[j].address(),
+                addr = self.bmc_relays[j].front(),
             );
         }
         let _ = write!(
@@ -1115,7 +1193,7 @@ impl BaculaCluster {
             pgpass = self.pg.password_file().display(),
             ca = self.pg.conninfo_to(Node::B, Node::A),
             cb = self.pg.conninfo_to(Node::A, Node::B),
-            iface = self.veth.dev[0],
+            iface = Segment::DEV,
         );
         for (name, daemon) in [("bacula-sd", "sd"), ("bacula-dir", "dir")] {
             let _ = write!(
@@ -1207,33 +1285,6 @@ fn queued_job_id(out: &str) -> Option<u32> {
         .collect::<String>()
         .parse()
         .ok()
-}
-
-/// Runs `f` on a thread of its own inside network namespace `ns`, so that what it starts lives
-/// there. Only the network namespace changes: `ip netns exec` would also give the program a
-/// private copy of the mount table, which keeps every filesystem mounted at that moment (another
-/// node's backup storage, another test's) busy for as long as the program runs.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T, BaculaError> {
-    thread::scope(|scope| {
-        scope
-            .spawn(|| enter_netns(ns).map(|()| f()))
-            .join()
-            .unwrap_or_else(|_| {
-                Err(BaculaError::Command {
-                    what: format!("thread in namespace {ns}"),
-                    detail: "panicked".into(),
-                })
-            })
-    })
-}
-
-/// Moves the calling thread into network namespace `ns`.
-fn enter_netns(ns: &str) -> Result<(), BaculaError> {
-    let file = fs::File::open(format!("/var/run/netns/{ns}")).map_err(io("open namespace"))?;
-    setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| BaculaError::Command {
-        what: format!("setns {ns}"),
-        detail: e.to_string(),
-    })
 }
 
 /// An ext4 image in `dir` on a loop device; the device.
@@ -1410,6 +1461,8 @@ echo "$(date +%s.%N) killed:$pids"
 if grep -q " @NODE@/storage " /proc/self/mounts; then
   umount -l "@NODE@/storage" && echo "$(date +%s.%N) detached @NODE@/storage"
 fi
+# So do its addresses: the virtual IP is not on the node when it boots again.
+ip -n "@NETNS@" addr del "@VIP@/24" dev "@DEV@" 2>/dev/null && echo "$(date +%s.%N) dropped @VIP@"
 exit 0
 "#;
 
@@ -1520,6 +1573,8 @@ const DIR_PID_FILE: &str = "dir-work/bacula-dir.9101.pid";
 const SD_PID_FILE: &str = "sd-work/bacula-sd.9103.pid";
 /// Each node's replication address on the cluster namespace's loopback.
 const REPLICATE_PORTS: [u16; 2] = [5406, 5407];
+/// Each node's BMC on the switch (the IPMI port's neighbours: alpha's, beta's).
+const BMC_PORTS: [u16; 2] = [6230, 6231];
 /// Passwords of this throw-away installation (daemons on the test's own namespaces only).
 const DIR_PASSWORD: &str = "wk-dir-pw";
 const SD_PASSWORD: &str = "wk-sd-pw";

@@ -11,7 +11,9 @@
 //!   `REPLICATION`, a password, a `pg_hba.conf` line for 127.0.0.1, the function grants
 //!   `pg_rewind` needs from a non-superuser source, and `pg_checkpoint` (PostgreSQL 15's
 //!   `pg_rewind` needs a checkpoint on a freshly promoted source);
-//! - node [`Node::B`], a hot standby copied with `pg_basebackup -R`, streaming from A.
+//! - node [`Node::B`], a hot standby copied with `pg_basebackup -R`, streaming from A through
+//!   the Unix socket ([`PgCluster::conninfo_to`]), so that replication works wherever each
+//!   server's network namespace is.
 //!
 //! Both share the configuration files (a clone copies them); the port is node-specific and is
 //! passed on the command line (`pg_ctl -o "-p N"`), as the executor does. Passwords are in a
@@ -249,11 +251,13 @@ impl PgCluster {
     }
 
     /// How `follower` connects to `primary` as the replication role (no password inside: the
-    /// password file is named).
+    /// password file is named). Through the Unix socket, which reaches a server whichever
+    /// network namespace it listens in.
     pub fn conninfo_to(&self, primary: Node, follower: Node) -> String {
         format!(
-            "host=127.0.0.1 port={} user={REPLICATION_USER} dbname=postgres passfile={} \
+            "host={} port={} user={REPLICATION_USER} dbname=postgres passfile={} \
              application_name=node_{}",
+            self.root().join("sock").display(),
             self.port(primary),
             self.password_file().display(),
             follower.dir_name()

@@ -2,9 +2,9 @@
 //! Daemon and bconsole, a PostgreSQL 15 primary and hot standby as the Catalog, ext4 on a loop
 //! device as the backup storage and a virtual IP, moved by two real `watchkeeper run` agents
 //! whose BMCs (ipmi_sim) power a node off by killing every process of it
-//! (`hwtests::bacula`). The nodes share a network namespace made for the test, the File Daemon
-//! and bconsole run in a second one (the client host) and reach the Director only through the
-//! virtual IP over a veth link.
+//! (`hwtests::bacula`). Each node is a network namespace of its own, and so is the client host
+//! running the File Daemon and bconsole, all on one bridged segment: the client reaches the
+//! Director only through the virtual IP, wherever it is.
 //!
 //! Each test checks the real outcome: job status letters from the Catalog, restores compared
 //! file by file with `cmp`, the Catalog's own record of Director starts, the Catalog servers'
@@ -32,11 +32,10 @@ fn cluster() -> Option<BaculaCluster> {
     let began = Instant::now();
     let c = BaculaCluster::start().expect("Bacula cluster");
     eprintln!(
-        "cluster up in {} ms: nodes in network namespace {}, client in {} (veth, virtual IP {}); \
-         storage: ext4 on {} mounted by the mount resource",
+        "cluster up in {} ms: alpha, beta and the client in network namespaces {} on one \
+         bridged segment (virtual IP {}); storage: ext4 on {} mounted by the mount resource",
         began.elapsed().as_millis(),
-        c.veth.ns[0],
-        c.veth.ns[1],
+        c.lan.hosts.join(", "),
         hwtests::bacula::VIP,
         c.storage_device().display()
     );

@@ -48,6 +48,7 @@ use super::relay::{UdpRelay, Way};
 use crate::agent::{watchkeeper_bin, AgentProcess};
 use crate::cable::{Direction, PtyCable};
 use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use crate::netns::in_netns;
 use crate::pg::{live_postmaster, Node, PgCluster, PG_OS_USER, SUPERUSER_PASSWORD};
 
 /// The agents' UDP heartbeat port inside a host namespace.
@@ -495,16 +496,6 @@ impl Emulated {
                         let [a, b] = desc.holders();
                         let (na, nb) = (&desc.hosts[a].name, &desc.hosts[b].name);
                         let sock = pg.root().join("sock");
-                        let conninfo = |primary: Node, follower: Node| {
-                            format!(
-                                "host={} port={} user={} dbname=postgres passfile={} application_name=node_{}",
-                                sock.display(),
-                                pg.port(primary),
-                                crate::pg::REPLICATION_USER,
-                                pg.password_file().display(),
-                                if follower == Node::A { "a" } else { "b" }
-                            )
-                        };
                         let _ = write!(
                             s,
                             "type = \"pgsql\"\nbindir = \"{}\"\n\
@@ -521,8 +512,8 @@ impl Emulated {
                             pg.port(Node::B),
                             sock.display(),
                             pg.password_file().display(),
-                            conninfo(Node::B, Node::A),
-                            conninfo(Node::A, Node::B),
+                            pg.conninfo_to(Node::B, Node::A),
+                            pg.conninfo_to(Node::A, Node::B),
                         );
                     }
                 }
@@ -1217,22 +1208,6 @@ fn mg_switch(i: usize) -> Ipv4Addr {
 
 fn lo0() -> SocketAddr {
     SocketAddr::from((Ipv4Addr::LOCALHOST, 0))
-}
-
-/// Runs `f` on a thread that entered network namespace `ns`; sockets it creates stay there.
-fn in_netns<T: Send + 'static>(
-    ns: &str,
-    f: impl FnOnce() -> io::Result<T> + Send + 'static,
-) -> io::Result<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || -> io::Result<T> {
-        let file = fs::File::open(&path)?;
-        nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| io::Error::other(format!("setns {path}: {e}")))?;
-        f()
-    })
-    .join()
-    .map_err(|_| io::Error::other("namespace thread panicked"))?
 }
 
 fn nft(ns: &str, rules: &str) -> io::Result<()> {
