@@ -107,3 +107,57 @@ fn chaos_on_the_rig() {
     let mut runner = Runner::start(rig()).unwrap_or_else(|e| panic!("{e}"));
     runner.chaos(seed, faults).unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The real-rig backend, pointed at this machine's emulated hosts through the description
+/// [`Emulated::export_real`] writes: it reaches them only by the commands a real rig's
+/// description gives (`nsenter` for `ssh`, `ipmitool` against the BMCs, a boot script for the
+/// unit), and must fail over, fence and rejoin exactly as the emulated backend does, with the
+/// group placed from the agents' own logs. Faults it has no means for are declined by name.
+#[test]
+fn the_real_backend_drives_hosts_only_through_their_commands() {
+    if !nix::unistd::geteuid().is_root() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root: the real backend must be tested there"
+        );
+        eprintln!(
+            "SKIPPED: the real backend reaches the emulated hosts through their namespaces (root)"
+        );
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/pair.toml");
+    let emulated = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
+    let exported = emulated.export_real().expect("export");
+    let desc = RigDesc::load(&exported).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(desc.backend, hwtests::rig::desc::Backend::Real);
+    let real = hwtests::rig::real::Real::connect(desc).unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = Runner::start(real).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["kill-holder", "switchover", "freeze-holder", "kill-standby"] {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The failovers were timed from the agents' logs and the fencer's record.
+    assert!(
+        runner
+            .timings
+            .iter()
+            .any(|t| t.scenario == "kill-holder" && t.fenced_ms > 0.0 && t.group_ms > t.fenced_ms),
+        "{:?}",
+        runner.timings
+    );
+    // The exported description gives no way to pull the cable or to make a BMC lie.
+    for (name, fault) in [
+        ("partition", "serial-cut"),
+        ("bmc-lies", "bmc-lies"),
+        ("clock-jump", "clock-jump"),
+    ] {
+        let why = runner
+            .declines(name)
+            .unwrap_or_else(|| panic!("{name} must be declined"));
+        assert!(why.contains(fault), "{why}");
+        let e = runner.run(name).expect_err("declined");
+        assert!(e.0.contains("declined"), "{e}");
+    }
+    drop(runner);
+    drop(emulated);
+}

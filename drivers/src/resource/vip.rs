@@ -13,6 +13,10 @@
 //!   advertisements (ICMPv6 type 136, override flag, to ff02::1 with hop limit 255, through a
 //!   raw ICMPv6 socket bound to the interface). A failed announcement is logged and counted but
 //!   does not fail the start: the address is up, and neighbours relearn it on their next miss.
+//!   The first round goes out before start returns; the repeats (for a lost packet) follow in
+//!   the background, as IPaddr2's `arp_bg`, so the group's next resource does not wait for
+//!   them. A stop ends them before it removes the address: a node must never claim an address
+//!   it has given up.
 //! - **Remove** it (`RTM_DELADDR`); an address already absent is stopped.
 //!
 //! Monitor reads the addresses back (`RTM_GETADDR`): present on an interface that is up with
@@ -77,6 +81,8 @@ pub struct VipResource {
     name: String,
     params: VipParams,
     metrics: Arc<VipMetrics>,
+    /// Bumped by every stop: background announcements of an earlier start end when it moves.
+    generation: Arc<AtomicU64>,
 }
 
 /// What the kernel says about the interface.
@@ -155,6 +161,7 @@ impl VipResource {
             name,
             params,
             metrics: Arc::default(),
+            generation: Arc::default(),
         })
     }
 
@@ -202,6 +209,7 @@ impl VipResource {
     }
 
     async fn do_stop(&self, deadline: Instant) -> Result<(), ResourceError> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut nl = self.netlink("stop")?;
         let link = match self.link(&mut nl, "stop", deadline).await {
             Ok(link) => link,
@@ -300,42 +308,37 @@ impl VipResource {
         ))
     }
 
-    /// Sends the announcements, bounded by [`ANNOUNCE_ROUNDS`] and the deadline.
-    async fn announce(&self, link: &Link, deadline: Instant) {
+    /// Sends the first round of announcements now and the other [`ANNOUNCE_ROUNDS`] in the
+    /// background, [`ANNOUNCE_INTERVAL`] apart, until a stop.
+    async fn announce(&self, link: &Link, _deadline: Instant) {
         let Some(mac) = link.mac.filter(|_| link.kind == ARPHRD_ETHER) else {
             tracing::debug!(resource = %self.name, kind = link.kind,
                 "not an Ethernet interface; nothing to announce");
             return;
         };
-        for round in 0..ANNOUNCE_ROUNDS {
-            if round > 0 {
-                let next = Instant::now() + ANNOUNCE_INTERVAL;
-                if next >= deadline {
-                    break;
-                }
-                tokio::time::sleep_until(next).await;
-            }
-            let sent = match self.params.address {
-                IpAddr::V4(address) => send_garp(link.index, mac, address),
-                IpAddr::V6(address) => {
-                    send_unsolicited_na(&self.params.interface, link.index, mac, address)
-                }
-            };
-            match sent {
-                Ok(packets) => {
-                    self.metrics
-                        .announcements
-                        .fetch_add(packets, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    self.metrics.announce_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(resource = %self.name, address = %self.params.address,
-                        interface = %self.params.interface, error = %e,
-                        "cannot announce the address; neighbours keep stale entries until they \
-                         expire");
+        let round = Announce {
+            name: self.name.clone(),
+            interface: self.params.interface.clone(),
+            index: link.index,
+            mac,
+            address: self.params.address,
+            metrics: Arc::clone(&self.metrics),
+        };
+        if !round.send() {
+            return;
+        }
+        let generation = Arc::clone(&self.generation);
+        let now = generation.load(Ordering::SeqCst);
+        let repeats = async move {
+            for _ in 1..ANNOUNCE_ROUNDS {
+                tokio::time::sleep(ANNOUNCE_INTERVAL).await;
+                if generation.load(Ordering::SeqCst) != now || !round.send() {
                     return;
                 }
             }
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(repeats);
         }
     }
 
@@ -674,13 +677,60 @@ impl std::fmt::Debug for Netlink {
     }
 }
 
+/// One round of announcements of an address, owned so it can outlive the start that sent the
+/// first.
+struct Announce {
+    name: String,
+    interface: String,
+    index: u32,
+    mac: [u8; 6],
+    address: IpAddr,
+    metrics: Arc<VipMetrics>,
+}
+
+impl Announce {
+    /// Sends one round; false (logged and counted) if it could not.
+    fn send(&self) -> bool {
+        let sent = match self.address {
+            IpAddr::V4(address) => send_garp(self.index, self.mac, address),
+            IpAddr::V6(address) => {
+                send_unsolicited_na(&self.interface, self.index, self.mac, address)
+            }
+        };
+        match sent {
+            Ok(packets) => {
+                self.metrics
+                    .announcements
+                    .fetch_add(packets, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                self.metrics.announce_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(resource = %self.name, address = %self.address,
+                    interface = %self.interface, error = %e,
+                    "cannot announce the address; neighbours keep stale entries until they \
+                     expire");
+                false
+            }
+        }
+    }
+}
+
+/// How long the background announcements of a start go on.
+pub const ANNOUNCE_SPAN: Duration = Duration::from_millis(200);
+
+// The span is the pause between rounds times the repeats.
+const _: () = assert!(
+    ANNOUNCE_SPAN.as_millis() == ANNOUNCE_INTERVAL.as_millis() * (ANNOUNCE_ROUNDS as u128 - 1)
+);
+
 /// Rounds of announcements; each round is two ARP packets (request, reply) or one NA.
 /// Three, as arping -U -c 3 and Pacemaker's IPaddr2 default: one lost packet is not enough to
 /// leave a neighbour stale.
 const ANNOUNCE_ROUNDS: usize = 3;
 
 /// Pause between rounds: long enough that a switch busy with the takeover burst drops at most
-/// one, short enough that start returns within half a second.
+/// one.
 const ANNOUNCE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Receive buffer for netlink answers: the kernel sends at most one page-sized batch of dump

@@ -1,6 +1,7 @@
 //! `hwtests run --rig FILE SCENARIO`: builds the rig a description file names on this machine
-//! and runs a fault scenario against it, printing each step and exiting non-zero when an
-//! invariant breaks. `hwtests bench --rig FILE SCENARIO --runs N` repeats a failover scenario
+//! (or, for `backend = "real"`, reaches the real hosts it names) and runs a fault scenario
+//! against it, printing each step and exiting non-zero when an invariant breaks, with status 3
+//! when the rig cannot inject a fault the scenario needs. `hwtests bench --rig FILE SCENARIO --runs N` repeats a failover scenario
 //! (`kill-holder`, `freeze-holder`) and prints p50/p99 of the fence and of the whole group
 //! started, from the BMC's power log and the resources' own journal. `hwtests list` names the
 //! scenarios.
@@ -11,9 +12,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use hwtests::rig::desc::RigDesc;
+use hwtests::rig::desc::{Backend, RigDesc};
 use hwtests::rig::emulated::Emulated;
+use hwtests::rig::real::Real;
 use hwtests::rig::scenario::{Runner, Timing, SCENARIOS};
+use hwtests::rig::Rig;
 use hwtests::util::percentile;
 
 const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE SCENARIO [--runs N] | hwtests list";
@@ -55,35 +58,81 @@ fn main() -> Result<()> {
         );
     }
     let desc = RigDesc::load(&rig)?;
-    let built = Emulated::build(desc)?;
-    for (fault, why) in &built.limits.missing {
-        println!("note: {fault} is not available here: {why}");
+    let job = Job {
+        scenario,
+        bench,
+        seed,
+        faults,
+        runs,
+    };
+    match desc.backend {
+        Backend::Emulated => {
+            let built = Emulated::build(desc)?;
+            println!(
+                "rig {:?} built in {}",
+                built.desc.name,
+                built.dir().display()
+            );
+            drive(built, &job)
+        }
+        Backend::Real => {
+            let name = desc.name.clone();
+            let real = Real::connect(desc)?;
+            println!("rig {name:?}: every host answers, every power status reads");
+            drive(real, &job)
+        }
     }
-    println!(
-        "rig {:?} built in {}",
-        built.desc.name,
-        built.dir().display()
-    );
-    let mut runner = Runner::start(built)?;
-    if bench {
-        if !matches!(scenario.as_str(), "kill-holder" | "freeze-holder") {
+}
+
+struct Job {
+    scenario: String,
+    bench: bool,
+    seed: Option<u64>,
+    faults: usize,
+    runs: usize,
+}
+
+/// Runs the job on a rig, whichever backend; exits with status 3 when the rig cannot inject
+/// a fault the scenario needs.
+fn drive<R: Rig + std::fmt::Debug>(rig: R, job: &Job) -> Result<()> {
+    for (fault, why) in rig.unavailable() {
+        println!("note: fault {fault} is not available on this rig: {why}");
+    }
+    if job.scenario != "chaos" {
+        let declined = hwtests::rig::scenario::faults_of(&job.scenario, rig.desc())
+            .into_iter()
+            .find_map(|f| {
+                rig.unavailable()
+                    .into_iter()
+                    .find(|(m, _)| *m == f)
+                    .map(|(m, why)| format!("{m}: {why}"))
+            });
+        if let Some(why) = declined {
+            println!("{}: declined: it needs fault {why}", job.scenario);
+            std::process::exit(3);
+        }
+    }
+    let mut runner = Runner::start(rig)?;
+    let scenario = job.scenario.as_str();
+    if job.bench {
+        if !matches!(scenario, "kill-holder" | "freeze-holder") {
             bail!("bench times kill-holder or freeze-holder");
         }
-        for _ in 0..runs {
-            runner.run(&scenario)?;
+        for _ in 0..job.runs {
+            runner.run(scenario)?;
         }
-        print_timings(&scenario, runs, &runner.timings);
+        print_timings(scenario, job.runs, &runner.timings);
         return Ok(());
     }
     if scenario == "chaos" {
-        let seed = seed.unwrap_or_else(|| {
+        let seed = job.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_secs())
         });
-        runner.chaos(seed, faults)?;
+        runner.chaos(seed, job.faults)?;
     } else {
-        runner.run(&scenario)?;
+        runner.run(scenario)?;
     }
     println!("{scenario}: passed");
     Ok(())

@@ -51,7 +51,15 @@ fn vip(args: &[String]) -> anyhow::Result<()> {
         };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         let result = match action.as_str() {
-            "start" => vip.start(deadline).await.map(|()| "ok".to_owned()),
+            // The repeated announcements go on after start returns: this process stays for
+            // them, as the agent would.
+            "start" => match vip.start(deadline).await {
+                Ok(()) => {
+                    tokio::time::sleep(drivers::resource::vip::ANNOUNCE_SPAN).await;
+                    Ok("ok".to_owned())
+                }
+                Err(e) => Err(e),
+            },
             "stop" => vip.stop(deadline).await.map(|()| "ok".to_owned()),
             _ => vip.monitor(deadline).await.map(|state| match state {
                 ResourceState::Running => "running".to_owned(),

@@ -31,6 +31,54 @@
 //!
 //! Errors name the file and, for syntax and type errors, the line (from the TOML parser); for
 //! a wrong value, the key path (`host[2].fence[0]`) and what is expected.
+//!
+//! # Real hardware
+//!
+//! `backend = "real"` describes machines that already run watchkeeper (installed, configured,
+//! cabled, fenced; the description's timing and fencing are then documentation, the hosts'
+//! own configuration rules). Each host says how the harness reaches it and its power, and each
+//! resource how to see it running:
+//!
+//! ```toml
+//! backend = "real"
+//!
+//! [[host]]
+//! name = "alpha"
+//! fence = ["ipmi"]
+//! # The harness appends one argument, a shell command line, and runs it on the host.
+//! run = ["ssh", "-o", "BatchMode=yes", "root@alpha-mgmt"]
+//! # Run on the harness's machine: the host's power (the status must print "on" or "off").
+//! power_status = ["ipmitool", "-I", "lanplus", "-H", "alpha-bmc", "-U", "admin", "-f", "/root/bmc-alpha", "chassis", "power", "status"]
+//! power_on = ["ipmitool", "-I", "lanplus", "-H", "alpha-bmc", "-U", "admin", "-f", "/root/bmc-alpha", "chassis", "power", "on"]
+//! power_off = ["ipmitool", "-I", "lanplus", "-H", "alpha-bmc", "-U", "admin", "-f", "/root/bmc-alpha", "chassis", "power", "off"]
+//! address = "10.0.0.11"        # its heartbeat LAN address: partitions drop what comes from it
+//! lan_interface = "eno1"       # loss and delay (tc netem) go here
+//! bmc_address = "10.0.1.11"    # the other hosts lose their way to it in `bmc-down`
+//! # Shell lines on the host, with these defaults:
+//! # watchkeeper = "watchkeeper"  (the program; `--node NAME` is added to each command)
+//! # agent_config = "/etc/watchkeeper/watchkeeper.toml"  (given as --config when set)
+//! # agent_start = "systemctl start watchkeeper"
+//! # agent_pid = "systemctl show -p MainPID --value watchkeeper"
+//! # agent_log = "journalctl -u watchkeeper -o cat --no-pager"  (the agent runs with --log-json)
+//!
+//! [[cable]]
+//! between = ["alpha", "beta"]
+//! cut = ["usbrelay", "CABLE_1=1"]   # optional, on the harness: without them no scenario
+//! mend = ["usbrelay", "CABLE_1=0"]  # that pulls the cable runs
+//!
+//! [[resource]]
+//! name = "bacula-dir"
+//! kind = "marker"
+//! check = "systemctl is-active --quiet bacula-dir"   # shell line on the host, 0 = running
+//!
+//! [[resource]]
+//! name = "catalog"
+//! kind = "pgsql"
+//! psql = "runuser -u postgres -- psql -X -A -t -q -d postgres"   # the default
+//! ```
+//!
+//! A fault the description gives no means for is declined by name before a scenario starts
+//! (see `rig::real`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -99,6 +147,37 @@ pub struct Host {
     pub witness: bool,
     /// Fencing levels.
     pub fence: Vec<FenceKind>,
+    /// How to reach and drive it, on a real rig.
+    pub real: Option<RealHost>,
+}
+
+/// How the harness reaches and drives a real host; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RealHost {
+    /// Command prefix that runs a shell command line (appended as one argument) on the host.
+    pub run: Vec<String>,
+    /// Harness-side command printing the host's power state ("on" or "off").
+    pub power_status: Vec<String>,
+    /// Harness-side command switching the power on.
+    pub power_on: Vec<String>,
+    /// Harness-side command switching the power off.
+    pub power_off: Vec<String>,
+    /// The agent's program on the host.
+    pub watchkeeper: String,
+    /// The agent's configuration file on the host, when not the default.
+    pub agent_config: Option<String>,
+    /// Shell line starting the agent.
+    pub agent_start: String,
+    /// Shell line printing the agent's PID (empty or 0 when it does not run).
+    pub agent_pid: String,
+    /// Shell line printing the agent's JSON log.
+    pub agent_log: String,
+    /// The host's heartbeat LAN address.
+    pub address: Option<String>,
+    /// The host's heartbeat LAN interface.
+    pub lan_interface: Option<String>,
+    /// The host's BMC address (`ip` or `ip:port`).
+    pub bmc_address: Option<String>,
 }
 
 /// One resource.
@@ -108,6 +187,32 @@ pub struct Resource {
     pub name: String,
     /// What it is.
     pub kind: ResourceKind,
+    /// On a real rig: a shell line on a host that succeeds where the resource runs (defaults
+    /// for a vip and the Catalog).
+    pub check: Option<String>,
+    /// On a real rig, for the Catalog: the `psql` command line on a host (unaligned,
+    /// tuples-only output); SQL is added with `-c`.
+    pub psql: Option<String>,
+}
+
+/// A serial cable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cable {
+    /// The two hosts, as indexes.
+    pub ends: [usize; 2],
+    /// On a real rig: harness-side commands that pull and replug it, if the rig can.
+    pub cut: Option<Vec<String>>,
+    /// See `cut`.
+    pub mend: Option<Vec<String>>,
+}
+
+/// Which machines the rig is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Built on this machine (`rig::emulated`).
+    Emulated,
+    /// Real hosts, reached by command (`rig::real`).
+    Real,
 }
 
 /// A parsed, checked rig description.
@@ -115,6 +220,8 @@ pub struct Resource {
 pub struct RigDesc {
     /// The rig's name.
     pub name: String,
+    /// Which machines it is.
+    pub backend: Backend,
     /// Heartbeat interval.
     pub interval: Duration,
     /// Deadtime.
@@ -125,6 +232,8 @@ pub struct RigDesc {
     pub hosts: Vec<Host>,
     /// Serial cables, as host indexes.
     pub cables: Vec<[usize; 2]>,
+    /// The cables with their real-rig commands, in the same order.
+    pub cable_info: Vec<Cable>,
     /// Hosts on the UDP heartbeat network (empty: no such link).
     pub ethernet: Vec<usize>,
     /// The group, in start order.
@@ -135,6 +244,7 @@ pub struct RigDesc {
 #[serde(deny_unknown_fields)]
 struct Raw {
     name: String,
+    backend: Option<String>,
     #[serde(default)]
     timing: RawTiming,
     #[serde(default)]
@@ -162,12 +272,26 @@ struct RawHost {
     witness: bool,
     #[serde(default)]
     fence: Vec<String>,
+    run: Option<Vec<String>>,
+    power_status: Option<Vec<String>>,
+    power_on: Option<Vec<String>>,
+    power_off: Option<Vec<String>>,
+    watchkeeper: Option<String>,
+    agent_config: Option<String>,
+    agent_start: Option<String>,
+    agent_pid: Option<String>,
+    agent_log: Option<String>,
+    address: Option<String>,
+    lan_interface: Option<String>,
+    bmc_address: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawCable {
     between: Vec<String>,
+    cut: Option<Vec<String>>,
+    mend: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -182,6 +306,8 @@ struct RawResource {
     name: String,
     kind: String,
     address: Option<String>,
+    check: Option<String>,
+    psql: Option<String>,
 }
 
 impl RigDesc {
@@ -214,6 +340,17 @@ impl RigDesc {
                 )
             }),
         };
+        let backend = match raw.backend.as_deref() {
+            None | Some("emulated") => Backend::Emulated,
+            Some("real") => Backend::Real,
+            Some(other) => {
+                return Err(bad(
+                    "backend".into(),
+                    format!("{other:?}: expected \"emulated\" (the default) or \"real\""),
+                ))
+            }
+        };
+        let real = backend == Backend::Real;
         let interval = duration(
             "heartbeat_interval",
             &raw.timing.heartbeat_interval,
@@ -278,10 +415,12 @@ impl RigDesc {
                         .into(),
                 ));
             }
+            let host_real = real_host(h, real, &|k, m| bad(format!("host[{i}].{k}"), m))?;
             hosts.push(Host {
                 name: h.name.clone(),
                 witness: h.witness,
                 fence,
+                real: host_real,
             });
         }
         if hosts.iter().filter(|h| !h.witness).count() != 2 {
@@ -297,7 +436,21 @@ impl RigDesc {
                 .ok_or_else(|| bad(key, format!("no host is named {name:?}")))
         };
         let mut cables = Vec::new();
+        let mut cable_info = Vec::new();
         for (i, c) in raw.cable.iter().enumerate() {
+            if !real && (c.cut.is_some() || c.mend.is_some()) {
+                return Err(bad(
+                    format!("cable[{i}]"),
+                    "`cut` and `mend` are for backend = \"real\" (the emulated rig cuts its own cables)"
+                        .into(),
+                ));
+            }
+            if c.cut.is_some() != c.mend.is_some() {
+                return Err(bad(
+                    format!("cable[{i}]"),
+                    "give both `cut` and `mend`, or neither".into(),
+                ));
+            }
             let key = format!("cable[{i}].between");
             let [a, b] = c.between.as_slice() else {
                 return Err(bad(key, "a cable joins exactly two hosts".into()));
@@ -307,6 +460,11 @@ impl RigDesc {
                 return Err(bad(key, "a cable joins two different hosts".into()));
             }
             cables.push(ends);
+            cable_info.push(Cable {
+                ends,
+                cut: c.cut.clone(),
+                mend: c.mend.clone(),
+            });
         }
         let ethernet = match &raw.ethernet {
             None => Vec::new(),
@@ -369,6 +527,27 @@ impl RigDesc {
                     ))
                 }
             };
+            if !real && (r.check.is_some() || r.psql.is_some()) {
+                return Err(bad(
+                    format!("resource[{i}]"),
+                    "`check` and `psql` are for backend = \"real\" (the emulated rig looks itself)"
+                        .into(),
+                ));
+            }
+            if real && kind == ResourceKind::Marker && r.check.is_none() {
+                return Err(bad(
+                    format!("resource[{i}].check"),
+                    "on a real rig a marker resource needs `check`, a shell line that succeeds \
+                     on the host running it, e.g. \"systemctl is-active --quiet bacula-dir\""
+                        .into(),
+                ));
+            }
+            if r.psql.is_some() && kind != ResourceKind::Pgsql {
+                return Err(bad(
+                    format!("resource[{i}].psql"),
+                    "only the Catalog (pgsql) has `psql`".into(),
+                ));
+            }
             if resources.iter().any(|o: &Resource| o.name == r.name) {
                 return Err(bad(
                     format!("resource[{i}].name"),
@@ -378,6 +557,8 @@ impl RigDesc {
             resources.push(Resource {
                 name: r.name.clone(),
                 kind,
+                check: r.check.clone(),
+                psql: r.psql.clone(),
             });
         }
         if resources.is_empty() {
@@ -396,14 +577,21 @@ impl RigDesc {
         }
         Ok(Self {
             name: raw.name,
+            backend,
             interval,
             deadtime,
             fence_delay,
             hosts,
             cables,
+            cable_info,
             ethernet,
             resources,
         })
+    }
+
+    /// Host `i`'s real-rig settings (present on every host of a real rig).
+    pub fn real(&self, i: usize) -> Option<&RealHost> {
+        self.hosts.get(i).and_then(|h| h.real.as_ref())
     }
 
     /// Whether the rig needs network namespaces (a virtual IP needs a host of its own).
@@ -423,6 +611,78 @@ impl RigDesc {
         let mut it = (0..self.hosts.len()).filter(|&i| !self.hosts[i].witness);
         [it.next().unwrap_or(0), it.next().unwrap_or(1)]
     }
+}
+
+/// A host's real-rig keys, checked: required on a real rig (power commands only for hosts that
+/// can be fenced), refused on an emulated one.
+fn real_host(
+    h: &RawHost,
+    real: bool,
+    bad: &dyn Fn(&str, String) -> DescError,
+) -> Result<Option<RealHost>, DescError> {
+    let given: Vec<&str> = [
+        ("run", h.run.is_some()),
+        ("power_status", h.power_status.is_some()),
+        ("power_on", h.power_on.is_some()),
+        ("power_off", h.power_off.is_some()),
+        ("watchkeeper", h.watchkeeper.is_some()),
+        ("agent_config", h.agent_config.is_some()),
+        ("agent_start", h.agent_start.is_some()),
+        ("agent_pid", h.agent_pid.is_some()),
+        ("agent_log", h.agent_log.is_some()),
+        ("address", h.address.is_some()),
+        ("lan_interface", h.lan_interface.is_some()),
+        ("bmc_address", h.bmc_address.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(k, set)| set.then_some(k))
+    .collect();
+    if !real {
+        return match given.first() {
+            Some(k) => Err(bad(
+                k,
+                "is for backend = \"real\"; the emulated rig builds its hosts itself".into(),
+            )),
+            None => Ok(None),
+        };
+    }
+    let command = |key: &str, v: &Option<Vec<String>>, needed: bool| match v {
+        Some(c) if c.is_empty() || c[0].is_empty() => {
+            Err(bad(key, "an empty command: give the program first".into()))
+        }
+        Some(c) => Ok(c.clone()),
+        None if needed => Err(bad(
+            key,
+            format!(
+                "a real host needs `{key}`{}",
+                if key == "run" {
+                    ", the command prefix that runs a shell line on it, e.g. [\"ssh\", \"root@alpha\"]"
+                } else {
+                    ", a command on the harness's machine (its BMC or PDU), e.g. ipmitool ... chassis power status"
+                }
+            ),
+        )),
+        None => Ok(Vec::new()),
+    };
+    let fenced = !h.witness;
+    let text = |v: &Option<String>, default: &str| v.clone().unwrap_or_else(|| default.to_owned());
+    Ok(Some(RealHost {
+        run: command("run", &h.run, true)?,
+        power_status: command("power_status", &h.power_status, fenced)?,
+        power_on: command("power_on", &h.power_on, fenced)?,
+        power_off: command("power_off", &h.power_off, fenced)?,
+        watchkeeper: text(&h.watchkeeper, "watchkeeper"),
+        agent_config: h.agent_config.clone(),
+        agent_start: text(&h.agent_start, "systemctl start watchkeeper"),
+        agent_pid: text(
+            &h.agent_pid,
+            "systemctl show -p MainPID --value watchkeeper",
+        ),
+        agent_log: text(&h.agent_log, "journalctl -u watchkeeper -o cat --no-pager"),
+        address: h.address.clone(),
+        lan_interface: h.lan_interface.clone(),
+        bmc_address: h.bmc_address.clone(),
+    }))
 }
 
 /// `"250ms"`, `"2s"`, `"1m"`.
@@ -518,5 +778,88 @@ address = "10.79.0.100/24"
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = err(&GOOD.replace("witness = true", "witness = true\nfence = [\"ipmi\"]"));
         assert!(e.contains("host[2].fence"), "{e}");
+    }
+
+    const REAL: &str = r#"
+name = "lab"
+backend = "real"
+[[host]]
+name = "alpha"
+fence = ["ipmi"]
+run = ["ssh", "root@alpha"]
+power_status = ["ipmitool", "chassis", "power", "status"]
+power_on = ["ipmitool", "chassis", "power", "on"]
+power_off = ["ipmitool", "chassis", "power", "off"]
+address = "10.0.0.11"
+[[host]]
+name = "beta"
+fence = ["ipmi"]
+run = ["ssh", "root@beta"]
+power_status = ["ipmitool", "chassis", "power", "status"]
+power_on = ["ipmitool", "chassis", "power", "on"]
+power_off = ["ipmitool", "chassis", "power", "off"]
+[[cable]]
+between = ["alpha", "beta"]
+[[resource]]
+name = "bacula-dir"
+kind = "marker"
+check = "systemctl is-active --quiet bacula-dir"
+[[resource]]
+name = "catalog"
+kind = "pgsql"
+"#;
+
+    #[test]
+    fn a_real_rig_takes_defaults_and_names_what_is_missing() {
+        let d = RigDesc::parse(Path::new("lab.toml"), REAL).expect("parses");
+        assert_eq!(d.backend, Backend::Real);
+        let a = d.real(0).expect("real settings");
+        assert_eq!(a.run, ["ssh", "root@alpha"]);
+        assert_eq!(a.agent_pid, "systemctl show -p MainPID --value watchkeeper");
+        assert_eq!(a.address.as_deref(), Some("10.0.0.11"));
+        assert_eq!(d.cable_info[0].cut, None);
+        let e = RigDesc::parse(
+            Path::new("lab.toml"),
+            &REAL.replace("run = [\"ssh\", \"root@alpha\"]\n", ""),
+        )
+        .expect_err("no run")
+        .to_string();
+        assert!(
+            e.starts_with("lab.toml: host[0].run: a real host needs `run`"),
+            "{e}"
+        );
+        let e = RigDesc::parse(
+            Path::new("lab.toml"),
+            &REAL.replace("check = \"systemctl is-active --quiet bacula-dir\"\n", ""),
+        )
+        .expect_err("no check")
+        .to_string();
+        assert!(
+            e.starts_with("lab.toml: resource[0].check: on a real rig"),
+            "{e}"
+        );
+        let e = RigDesc::parse(
+            Path::new("lab.toml"),
+            &REAL.replace("\"real\"", "\"cloud\""),
+        )
+        .expect_err("backend")
+        .to_string();
+        assert!(e.starts_with("lab.toml: backend: \"cloud\""), "{e}");
+        let e = RigDesc::parse(
+            Path::new("lab.toml"),
+            &REAL.replace(
+                "between = [\"alpha\", \"beta\"]",
+                "between = [\"alpha\", \"beta\"]\ncut = [\"relay\", \"1\"]",
+            ),
+        )
+        .expect_err("cut without mend")
+        .to_string();
+        assert!(e.contains("cable[0]: give both `cut` and `mend`"), "{e}");
+        // Real-rig keys on an emulated rig are refused, not ignored.
+        let e = err(&GOOD.replace(
+            "name = \"alpha\"\nfence",
+            "name = \"alpha\"\nrun = [\"ssh\", \"alpha\"]\nfence",
+        ));
+        assert!(e.contains("host[0].run: is for backend = \"real\""), "{e}");
     }
 }

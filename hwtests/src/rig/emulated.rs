@@ -128,6 +128,9 @@ struct PowerShared {
     hosts: Mutex<Vec<PoweredHost>>,
     /// Power-offs the watcher acted on.
     offs: AtomicU32,
+    /// Agents run detached from this process (started by a boot script, see
+    /// [`Emulated::export_real`]): their zombies are reaped here too.
+    detached_agents: AtomicBool,
 }
 
 /// A built rig; see the module docs.
@@ -177,11 +180,11 @@ impl Emulated {
             ));
         }
         if !root {
-            for f in ["carrier-loss", "one-way-firewall", "disk-full"] {
-                limits
-                    .missing
-                    .push((f, "needs root (network namespaces, nftables, tmpfs)".into()));
-            }
+            // Links are cut in the relays on loopback instead of by nftables.
+            limits.missing.push((
+                "disk-full",
+                "needs root (a tmpfs per state directory)".into(),
+            ));
         }
         let dir = tempfile::Builder::new()
             .prefix("wk-rig-")
@@ -599,6 +602,171 @@ impl Emulated {
         }
         self.hosts[i].agent = Some(p);
         Ok(())
+    }
+
+    /// Writes a real-rig description of this rig (and a boot script per host) and returns its
+    /// path: the same hosts, reached through `nsenter` into their namespaces, powered through
+    /// `ipmitool` against their BMCs, their agents started by a boot script that clears what a
+    /// power cycle clears and starts the agent detached, as its unit would. `rig::real` then
+    /// drives this rig only through the commands a real rig's description gives. Needs the
+    /// namespaces (root); no agent of this rig may have been started by [`Emulated::start`].
+    pub fn export_real(&self) -> io::Result<PathBuf> {
+        let Some(ns) = &self.netns else {
+            return Err(io::Error::other(
+                "a real-rig description of the emulated rig needs its namespaces (root)",
+            ));
+        };
+        self.power.detached_agents.store(true, Ordering::SeqCst);
+        let bin = watchkeeper_bin()?;
+        let d = self.dir.path();
+        let q = super::real::quote;
+        let mut t = String::new();
+        let _ = write!(
+            t,
+            "# The emulated rig {name:?} seen as real hosts (written by Emulated::export_real).\n\
+             name = \"{name}-as-real\"\nbackend = \"real\"\n\n[timing]\n\
+             heartbeat_interval = \"{hb}ms\"\ndeadtime = \"{dt}ms\"\nfence_delay = \"{fd}ms\"\n\n",
+            name = self.desc.name,
+            hb = self.desc.interval.as_millis(),
+            dt = self.desc.deadtime.as_millis(),
+            fd = self.desc.fence_delay.as_millis(),
+        );
+        let toml_list = |items: &[String]| {
+            let quoted: Vec<String> = items.iter().map(|i| format!("{i:?}")).collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        for (i, h) in self.desc.hosts.iter().enumerate() {
+            let name = &h.name;
+            let mut run = vec![
+                "nsenter".to_owned(),
+                format!("--net=/run/netns/{}", ns.hosts[i]),
+                "--".into(),
+                "env".into(),
+                format!("WK_HOST={name}"),
+            ];
+            if let (Some(pg), Some(node)) = (&self.pg, self.pg_node(i)) {
+                run.push(format!("PGHOST={}", pg.root().join("sock").display()));
+                run.push(format!("PGPORT={}", pg.port(node)));
+                run.push("PGUSER=postgres".into());
+                run.push(format!("PGPASSWORD={SUPERUSER_PASSWORD}"));
+            }
+            run.extend(["sh".into(), "-c".into()]);
+            let pid_file = d.join(format!("{name}.agent.pid"));
+            let boot = d.join(format!("boot-{name}.sh"));
+            let mut script = format!(
+                "#!/bin/sh\n# A boot of {name}: what a power cycle clears is gone, and the agent \
+                 starts, as its unit would.\nrm -f {markers}\n",
+                markers = q(&d.join(format!("{name}-")).display().to_string()) + "*.state",
+            );
+            for r in &self.desc.resources {
+                if let ResourceKind::Vip { address } = &r.kind {
+                    let _ = writeln!(script, "ip addr del {} dev hb0 2>/dev/null", q(address));
+                }
+            }
+            let _ = writeln!(
+                script,
+                "setsid {bin} run --log-json --node {name} --config {conf} >>{log} 2>>{err} </dev/null &\n\
+                 echo $! > {pid}",
+                bin = q(&bin.display().to_string()),
+                conf = q(&self.hosts[i].config.display().to_string()),
+                log = q(&self.hosts[i].log.display().to_string()),
+                err = q(&format!("{}.stderr", self.hosts[i].log.display())),
+                pid = q(&pid_file.display().to_string()),
+            );
+            fs::write(&boot, script)?;
+            fs::set_permissions(&boot, fs::Permissions::from_mode(0o755))?;
+            let _ = write!(
+                t,
+                "[[host]]\nname = \"{name}\"\n{witness}{fence}run = {run}\n\
+                 watchkeeper = {bin:?}\nagent_config = {conf:?}\nagent_start = {boot:?}\n\
+                 agent_pid = {pid:?}\nagent_log = {log:?}\n",
+                witness = if h.witness { "witness = true\n" } else { "" },
+                fence = if h.witness {
+                    String::new()
+                } else {
+                    "fence = [\"ipmi\"]\n".to_owned()
+                },
+                run = toml_list(&run),
+                bin = q(&bin.display().to_string()),
+                conf = self.hosts[i].config.display().to_string(),
+                boot = q(&boot.display().to_string()),
+                pid = format!("cat {} 2>/dev/null", q(&pid_file.display().to_string())),
+                log = format!(
+                    "cat {} 2>/dev/null",
+                    q(&self.hosts[i].log.display().to_string())
+                ),
+            );
+            if let Some(bmc) = &self.bmcs[i] {
+                let a = bmc.address();
+                let ipmi = |what: &str| {
+                    let mut c: Vec<String> = ["ipmitool", "-I", "lanplus", "-C", "3", "-H"]
+                        .map(str::to_owned)
+                        .to_vec();
+                    c.extend([
+                        a.ip().to_string(),
+                        "-p".into(),
+                        a.port().to_string(),
+                        "-U".into(),
+                        DEFAULT_USER.into(),
+                        "-P".into(),
+                        DEFAULT_PASSWORD.into(),
+                        "chassis".into(),
+                        "power".into(),
+                        what.into(),
+                    ]);
+                    toml_list(&c)
+                };
+                let _ = write!(
+                    t,
+                    "power_status = {}\npower_on = {}\npower_off = {}\n",
+                    ipmi("status"),
+                    ipmi("on"),
+                    ipmi("off")
+                );
+            }
+            t.push('\n');
+        }
+        for c in &self.desc.cables {
+            let _ = write!(
+                t,
+                "[[cable]]\nbetween = [{:?}, {:?}]\n\n",
+                self.desc.hosts[c[0]].name, self.desc.hosts[c[1]].name
+            );
+        }
+        if !self.desc.ethernet.is_empty() {
+            let names: Vec<String> = self
+                .desc
+                .ethernet
+                .iter()
+                .map(|&i| self.desc.hosts[i].name.clone())
+                .collect();
+            let _ = write!(t, "[ethernet]\nhosts = {}\n\n", toml_list(&names));
+        }
+        for r in &self.desc.resources {
+            let _ = write!(t, "[[resource]]\nname = {:?}\n", r.name);
+            match &r.kind {
+                ResourceKind::Marker => {
+                    let check = format!(
+                        "test -e {}\"$WK_HOST\"-{}.state",
+                        q(&format!("{}/", d.display())),
+                        r.name
+                    );
+                    let _ = write!(t, "kind = \"marker\"\ncheck = {check:?}\n\n");
+                }
+                ResourceKind::Vip { address } => {
+                    let _ = write!(t, "kind = \"vip\"\naddress = {address:?}\n\n");
+                }
+                ResourceKind::Pgsql => {
+                    let _ = write!(
+                        t,
+                        "kind = \"pgsql\"\npsql = \"psql -X -A -t -q -d postgres\"\n\n"
+                    );
+                }
+            }
+        }
+        let path = d.join(format!("{}-as-real.toml", self.desc.name));
+        fs::write(&path, t)?;
+        Ok(path)
     }
 
     /// Host `i`'s agent process, if started.
@@ -1073,7 +1241,7 @@ fn power_watcher(shared: &PowerShared) {
                 was_on[i] = on;
             }
         }
-        reap_postgres_orphans();
+        reap_orphans(shared.detached_agents.load(Ordering::SeqCst));
         std::thread::sleep(POWER_POLL);
     }
 }
@@ -1081,9 +1249,10 @@ fn power_watcher(shared: &PowerShared) {
 /// PostgreSQL servers that agents started (`pg_ctl` daemonizes them) are re-parented to this
 /// process, the subreaper the Catalog fixture set up; a killed one must be reaped here, or
 /// PostgreSQL takes the zombie for a live postmaster and refuses to start again. Only zombies
-/// named `postgres` whose parent is this process are reaped: children the rig spawned itself
-/// are waited for by their owners.
-fn reap_postgres_orphans() {
+/// named `postgres` (and `watchkeeper` when `agents`: agents a boot script started) whose
+/// parent is this process are reaped: children the rig spawned itself are waited for by their
+/// owners.
+fn reap_orphans(agents: bool) {
     let me = std::process::id().to_string();
     let Ok(entries) = fs::read_dir("/proc") else {
         return;
@@ -1100,7 +1269,8 @@ fn reap_postgres_orphans() {
         };
         let mut fields = rest.split_whitespace();
         let (state, ppid) = (fields.next(), fields.next());
-        if state == Some("Z") && ppid == Some(me.as_str()) && head.ends_with("(postgres") {
+        let ours = head.ends_with("(postgres") || (agents && head.ends_with("(watchkeeper"));
+        if state == Some("Z") && ppid == Some(me.as_str()) && ours {
             let _ = nix::sys::wait::waitpid(
                 Pid::from_raw(pid),
                 Some(nix::sys::wait::WaitPidFlag::WNOHANG),
@@ -1245,6 +1415,110 @@ fn run(program: &str, args: &[&str]) -> io::Result<()> {
 
 /// The superuser password of the Catalog (for scenarios that write rows).
 pub const CATALOG_PASSWORD: &str = SUPERUSER_PASSWORD;
+
+impl super::Rig for Emulated {
+    fn desc(&self) -> &RigDesc {
+        &self.desc
+    }
+    fn start(&mut self, i: usize) -> io::Result<()> {
+        Emulated::start(self, i)
+    }
+    fn agent_running(&mut self, i: usize) -> bool {
+        self.agent(i).is_some_and(|a| a.is_running())
+    }
+    fn signal(&mut self, i: usize, signal: Signal) -> io::Result<()> {
+        Emulated::signal(self, i, signal)
+    }
+    fn powered(&self, i: usize) -> bool {
+        Emulated::powered(self, i)
+    }
+    fn reboot(&mut self, i: usize) -> io::Result<()> {
+        Emulated::reboot(self, i)
+    }
+    fn resources(&self, i: usize) -> Option<Value> {
+        Emulated::resources(self, i)
+    }
+    fn cli(&self, i: usize, args: &[&str]) -> io::Result<std::process::Output> {
+        Emulated::cli(self, i, args)
+    }
+    fn running(&self, i: usize) -> Vec<String> {
+        Emulated::running(self, i)
+    }
+    fn catalog_sql(&self, i: usize, sql: &str) -> Result<String, String> {
+        match (self.catalog(), self.catalog_node(i)) {
+            (Some(pg), Some(node)) => pg.sql(node, sql),
+            _ => Err(format!("{} has no Catalog server", self.name(i))),
+        }
+    }
+    fn power_offs(&self) -> u32 {
+        Emulated::power_offs(self)
+    }
+    fn off_times(&self, i: usize) -> Vec<f64> {
+        self.power_log(i)
+            .iter()
+            .filter_map(|l| {
+                let mut f = l.split_whitespace();
+                match (f.next().and_then(|t| t.parse::<f64>().ok()), f.next()) {
+                    (Some(t), Some("power=0")) => Some(t),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+    fn start_times(&self, i: usize, resource: &str) -> Vec<f64> {
+        let name = self.name(i);
+        self.journal()
+            .iter()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    [t, n, "start", r] if *n == name && *r == resource => t.parse::<f64>().ok(),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+    fn check_journal(&self) -> Result<usize, String> {
+        Emulated::check_journal(self)
+    }
+    fn heal(&mut self) -> io::Result<()> {
+        Emulated::heal(self)
+    }
+    fn unavailable(&self) -> Vec<(&'static str, String)> {
+        self.limits.missing.clone()
+    }
+    fn cut_serial(&mut self, cut: bool) -> io::Result<()> {
+        Emulated::cut_serial(self, cut);
+        Ok(())
+    }
+    fn deafen(&mut self, to: usize, from: usize) -> io::Result<()> {
+        Emulated::deafen(self, to, from)
+    }
+    fn degrade_lan(&mut self, loss_percent: u32, delay: Duration) -> io::Result<()> {
+        Emulated::degrade_lan(self, loss_percent, delay);
+        Ok(())
+    }
+    fn cut_bmc(&mut self, i: usize, cut: bool) -> io::Result<()> {
+        Emulated::cut_bmc(self, i, cut);
+        Ok(())
+    }
+    fn bmc_ignores_off(&mut self, i: usize, ignore: bool) -> io::Result<()> {
+        Emulated::bmc_ignores_off(self, i, ignore);
+        Ok(())
+    }
+    fn fill_disk(&mut self, i: usize, full: bool) -> io::Result<()> {
+        Emulated::fill_disk(self, i, full)
+    }
+    fn refuse_start(&mut self, i: usize, resource: &str, refuse: bool) -> io::Result<()> {
+        Emulated::refuse_start(self, i, resource, refuse)
+    }
+    fn hang_stop(&mut self, i: usize, resource: &str, hang: bool) -> io::Result<()> {
+        Emulated::hang_stop(self, i, resource, hang)
+    }
+    fn set_clock_offset(&mut self, i: usize, seconds: i64) -> io::Result<()> {
+        Emulated::set_clock_offset(self, i, seconds)
+    }
+}
 
 #[cfg(test)]
 mod tests {

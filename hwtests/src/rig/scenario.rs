@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 
-use super::emulated::Emulated;
+use super::Rig;
 
 /// How long an outcome may take (detection, fence, start, a rejoin with pg_rewind).
 const WAIT: Duration = Duration::from_secs(30);
@@ -58,9 +58,9 @@ fn fail<T>(msg: impl Into<String>) -> Result<T, Failed> {
 
 /// Runs scenarios on a built rig, keeping track of the holder and the epoch.
 #[derive(Debug)]
-pub struct Runner {
+pub struct Runner<R: Rig> {
     /// The rig.
-    pub rig: Emulated,
+    pub rig: R,
     holder: usize,
     epoch: u64,
     rows: u64,
@@ -81,34 +81,101 @@ pub struct Timing {
     pub group_ms: f64,
 }
 
+fn fault(e: std::io::Error) -> Failed {
+    Failed(e.to_string())
+}
+
+/// Polls `pred` every 20 ms for at most `timeout`.
+fn wait_for<R: Rig>(rig: &R, timeout: Duration, mut pred: impl FnMut(&R) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if pred(rig) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The faults scenario `name` injects on `rig` (names from [`super::FAULTS`]).
+pub fn faults_of(name: &str, desc: &super::desc::RigDesc) -> Vec<&'static str> {
+    let cables = !desc.cables.is_empty();
+    let lan = !desc.ethernet.is_empty();
+    let mut f = Vec::new();
+    match name {
+        "partition" | "isolate-holder" => {
+            if cables {
+                f.push("serial-cut");
+            }
+            if lan {
+                f.push("lan-cut");
+            }
+        }
+        "one-way" => {
+            if cables {
+                f.push("serial-cut");
+            }
+            if lan {
+                f.push("lan-cut");
+            }
+        }
+        "lossy-lan" => {
+            if cables {
+                f.push("serial-cut");
+            }
+            f.push("lan-degrade");
+        }
+        "bmc-lies" => f.push("bmc-lies"),
+        "bmc-down" => f.push("bmc-down"),
+        "disk-full" => f.push("disk-full"),
+        "clock-jump" => f.push("clock-jump"),
+        "start-failure" => f.push("start-failure"),
+        "stop-hang" => f.push("stop-hang"),
+        _ => {}
+    }
+    f
+}
+
 fn unix_now() -> f64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-impl Runner {
+impl<R: Rig> Runner<R> {
     /// Starts the agents (the first host that can hold first, so that its PostgreSQL, the
-    /// Catalog's primary, is where the group starts) and waits for the group to run there.
-    pub fn start(mut rig: Emulated) -> Result<Self, Failed> {
-        let [a, _] = rig.desc.holders();
-        // With the witnesses, whose votes it needs.
-        for i in 0..rig.desc.hosts.len() {
-            if i == a || rig.desc.hosts[i].witness {
-                rig.start(i)
-                    .map_err(|e| Failed(format!("start {}: {e}", rig.name(i))))?;
+    /// Catalog's primary, is where the group starts) and waits for the group to run there. On
+    /// a rig whose cluster already runs (real hosts), the host holding the group stays the
+    /// holder and every other agent is started if it does not run.
+    pub fn start(mut rig: R) -> Result<Self, Failed> {
+        let [a, b] = rig.desc().holders();
+        let n = rig.desc().hosts.len();
+        let holder = [a, b].into_iter().find(|&i| rig.holds_all(i));
+        let holder = match holder {
+            Some(h) => h,
+            None => {
+                // With the witnesses, whose votes it needs.
+                for i in 0..n {
+                    if (i == a || rig.desc().hosts[i].witness) && !rig.agent_running(i) {
+                        rig.start(i)
+                            .map_err(|e| Failed(format!("start {}: {e}", rig.name(i))))?;
+                    }
+                }
+                if !wait_for(&rig, WAIT, |r| r.holds_all(a)) {
+                    return fail(format!(
+                        "{} did not take the group within {WAIT:?}",
+                        rig.name(a)
+                    ));
+                }
+                a
             }
-        }
-        if !rig.wait(WAIT, |r| r.holds_all(a)) {
-            return fail(format!(
-                "{} did not take the group within {WAIT:?}",
-                rig.name(a)
-            ));
-        }
+        };
         // Alone, it fenced the others before taking over (it cannot know they hold nothing):
         // they boot now, as after a power cut.
-        for i in 0..rig.desc.hosts.len() {
-            if i != a && !rig.desc.hosts[i].witness {
+        for i in 0..n {
+            if i != holder && !rig.agent_running(i) {
                 let started = if rig.powered(i) {
                     rig.start(i)
                 } else {
@@ -119,24 +186,29 @@ impl Runner {
         }
         let mut runner = Self {
             rig,
-            holder: a,
+            holder,
             epoch: 0,
             rows: 0,
             log: Vec::new(),
             timings: Vec::new(),
         };
         runner.wait_whole("start")?;
-        runner.epoch = runner.epoch_of(a).unwrap_or(0);
-        if let Some(pg) = runner.rig.catalog() {
-            let node = runner
+        runner.epoch = runner.epoch_of(holder).unwrap_or(0);
+        if runner.rig.desc().has_catalog() {
+            runner
                 .rig
-                .catalog_node(a)
-                .ok_or_else(|| Failed("no node".into()))?;
-            pg.sql(
-                node,
-                "CREATE TABLE IF NOT EXISTS chaos (n bigint primary key)",
-            )
-            .map_err(Failed)?;
+                .catalog_sql(
+                    holder,
+                    "CREATE TABLE IF NOT EXISTS chaos (n bigint primary key)",
+                )
+                .map_err(Failed)?;
+            runner.rows = runner
+                .rig
+                .catalog_sql(holder, "SELECT count(*) FROM chaos")
+                .map_err(Failed)?
+                .trim()
+                .parse()
+                .map_err(|e| Failed(format!("rows in chaos: {e}")))?;
         }
         Ok(runner)
     }
@@ -156,7 +228,7 @@ impl Runner {
     }
 
     fn standby(&self) -> usize {
-        let [a, b] = self.rig.desc.holders();
+        let [a, b] = self.rig.desc().holders();
         if self.holder == a {
             b
         } else {
@@ -169,7 +241,7 @@ impl Runner {
         &self,
         what: &str,
         timeout: Duration,
-        mut pred: impl FnMut(&Emulated) -> bool,
+        mut pred: impl FnMut(&R) -> bool,
     ) -> Result<Duration, Failed> {
         let started = Instant::now();
         loop {
@@ -187,7 +259,7 @@ impl Runner {
                 return Ok(started.elapsed());
             }
             if started.elapsed() > timeout {
-                let seen: Vec<String> = (0..self.rig.desc.hosts.len())
+                let seen: Vec<String> = (0..self.rig.desc().hosts.len())
                     .map(|i| {
                         format!(
                             "{} powered={} runs {:?}",
@@ -207,7 +279,7 @@ impl Runner {
     }
 
     /// For [`QUIET`], checks every 50 ms that `broken` finds nothing wrong.
-    fn stays_quiet(&self, broken: impl Fn(&Emulated) -> Option<String>) -> Result<(), Failed> {
+    fn stays_quiet(&self, broken: impl Fn(&R) -> Option<String>) -> Result<(), Failed> {
         let started = Instant::now();
         while started.elapsed() < QUIET {
             if let Some(why) = broken(&self.rig) {
@@ -257,20 +329,19 @@ impl Runner {
 
     /// Writes a row on the Catalog's primary and waits until the standby has it.
     fn write_row(&mut self) -> Result<(), Failed> {
-        let Some(pg) = self.rig.catalog() else {
+        if !self.rig.desc().has_catalog() {
             return Ok(());
-        };
-        let p = self
-            .rig
-            .catalog_node(self.holder)
-            .ok_or_else(|| Failed("no node".into()))?;
+        }
+        let (p, standby) = (self.holder, self.standby());
         let n = self.rows + 1;
-        pg.sql(p, &format!("INSERT INTO chaos VALUES ({n})"))
+        self.rig
+            .catalog_sql(p, &format!("INSERT INTO chaos VALUES ({n})"))
             .map_err(|e| Failed(format!("write row {n}: {e}")))?;
         let deadline = Instant::now() + WAIT;
         loop {
-            if pg
-                .sql(p.peer(), "SELECT count(*) FROM chaos")
+            if self
+                .rig
+                .catalog_sql(standby, "SELECT count(*) FROM chaos")
                 .is_ok_and(|c| c.trim() == n.to_string())
             {
                 break;
@@ -293,12 +364,11 @@ impl Runner {
         if new_holder != self.holder && epoch <= self.epoch {
             return fail(format!("{what}: new holder at the old epoch {epoch}"));
         }
-        if let Some(pg) = self.rig.catalog() {
-            let node = self
+        if self.rig.desc().has_catalog() {
+            let count = self
                 .rig
-                .catalog_node(new_holder)
-                .ok_or_else(|| Failed("no node".into()))?;
-            let count = pg.sql(node, "SELECT count(*) FROM chaos").map_err(Failed)?;
+                .catalog_sql(new_holder, "SELECT count(*) FROM chaos")
+                .map_err(Failed)?;
             if count.trim() != self.rows.to_string() {
                 return fail(format!(
                     "{what}: {} rows written before, {} after",
@@ -325,8 +395,8 @@ impl Runner {
         self.rig
             .heal()
             .map_err(|e| Failed(format!("{what}: heal: {e}")))?;
-        for i in 0..self.rig.desc.hosts.len() {
-            let running = self.rig.agent(i).is_some_and(|a| a.is_running());
+        for i in 0..self.rig.desc().hosts.len() {
+            let running = self.rig.agent_running(i);
             if !self.rig.powered(i) || !running {
                 self.rig
                     .reboot(i)
@@ -338,23 +408,21 @@ impl Runner {
 
     fn wait_whole(&self, what: &str) -> Result<(), Failed> {
         let holder = self.holder;
-        let n = self.rig.desc.hosts.len();
+        let n = self.rig.desc().hosts.len();
         let standby = self.standby();
         self.watch(&format!("{what}: rejoin"), REJOIN_WAIT, |r| {
             r.holds_all(holder)
                 && (0..n).filter(|&i| i != holder).all(|i| {
-                    let witness = r.desc.hosts[i].witness;
+                    let witness = r.desc().hosts[i].witness;
                     r.resources(i)
                         .is_some_and(|v| v["holds"] == false && (witness || v["role"] == "Standby"))
                 })
                 // The Catalog's copy on the standby streams again: the next failure loses
                 // nothing written from here on.
-                && match (r.catalog(), r.catalog_node(standby)) {
-                    (Some(pg), Some(node)) => pg
-                        .sql(node, "SELECT status FROM pg_stat_wal_receiver")
-                        .is_ok_and(|s| s == "streaming"),
-                    _ => true,
-                }
+                && (!r.desc().has_catalog()
+                    || r
+                        .catalog_sql(standby, "SELECT status FROM pg_stat_wal_receiver")
+                        .is_ok_and(|s| s.trim() == "streaming"))
         })?;
         Ok(())
     }
@@ -398,9 +466,9 @@ impl Runner {
     /// Every heartbeat path between the two holders cut (a witness, if any, hears both): one
     /// side fences the other, one holder remains.
     fn partition(&mut self, what: &str) -> Result<(), Failed> {
-        let [a, b] = self.rig.desc.holders();
+        let [a, b] = self.rig.desc().holders();
         self.write_row()?;
-        self.rig.cut_serial(true);
+        self.rig.cut_serial(true).map_err(fault)?;
         self.rig
             .deafen(a, b)
             .and_then(|()| self.rig.deafen(b, a))
@@ -417,7 +485,7 @@ impl Runner {
     }
 
     fn has_witness(&self) -> bool {
-        self.rig.desc.hosts.iter().any(|h| h.witness)
+        self.rig.desc().hosts.iter().any(|h| h.witness)
     }
 
     /// The witness still hears both sides of a cut between the two hosts: each knows the other
@@ -441,8 +509,8 @@ impl Runner {
         }
         let (h, s) = (self.holder, self.standby());
         self.write_row()?;
-        self.rig.cut_serial(true);
-        for o in (0..self.rig.desc.hosts.len()).filter(|&o| o != h) {
+        self.rig.cut_serial(true).map_err(fault)?;
+        for o in (0..self.rig.desc().hosts.len()).filter(|&o| o != h) {
             self.rig
                 .deafen(o, h)
                 .and_then(|()| self.rig.deafen(h, o))
@@ -482,9 +550,9 @@ impl Runner {
         let (victim, survivor) = (self.holder, self.standby());
         self.write_row()?;
         if lie {
-            self.rig.bmc_ignores_off(victim, true);
+            self.rig.bmc_ignores_off(victim, true).map_err(fault)?;
         } else {
-            self.rig.cut_bmc(victim, true);
+            self.rig.cut_bmc(victim, true).map_err(fault)?;
         }
         self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
         self.stays_quiet(|r| {
@@ -497,9 +565,9 @@ impl Runner {
             })
         })?;
         if lie {
-            self.rig.bmc_ignores_off(victim, false);
+            self.rig.bmc_ignores_off(victim, false).map_err(fault)?;
         } else {
-            self.rig.cut_bmc(victim, false);
+            self.rig.cut_bmc(victim, false).map_err(fault)?;
         }
         // A crashed agent on a powered host left its resources running: they count until the
         // fence takes the power.
@@ -544,7 +612,7 @@ impl Runner {
     /// The last marker resource of the group (the Director on a Bacula rig).
     fn last_marker(&self) -> Option<String> {
         self.rig
-            .desc
+            .desc()
             .resources
             .iter()
             .rev()
@@ -693,29 +761,15 @@ impl Runner {
     fn record(&mut self, what: &str, at: f64, victim: usize, survivor: usize) {
         let off = self
             .rig
-            .power_log(victim)
-            .iter()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                match (f.next().and_then(|t| t.parse::<f64>().ok()), f.next()) {
-                    (Some(t), Some("power=0")) if t >= at => Some(t),
-                    _ => None,
-                }
-            })
+            .off_times(victim)
+            .into_iter()
+            .filter(|&t| t >= at)
             .reduce(f64::min);
         let last = self.last_marker();
         let started = last.and_then(|res| {
-            let name = self.rig.name(survivor).to_owned();
             self.rig
-                .journal()
-                .iter()
-                .filter_map(|l| {
-                    let f: Vec<&str> = l.split_whitespace().collect();
-                    match f.as_slice() {
-                        [t, n, "start", r] if *n == name && *r == res => t.parse::<f64>().ok(),
-                        _ => None,
-                    }
-                })
+                .start_times(survivor, &res)
+                .into_iter()
                 .find(|&t| t >= at)
         });
         if let (Some(off), Some(started)) = (off, started) {
@@ -729,6 +783,9 @@ impl Runner {
 
     /// Runs one named scenario (not `chaos`).
     pub fn run(&mut self, name: &str) -> Result<(), Failed> {
+        if let Some(why) = self.declines(name) {
+            return fail(why);
+        }
         match name {
             "kill-holder" => self.lose_holder(name, Signal::SIGKILL),
             "freeze-holder" => self.lose_holder(name, Signal::SIGSTOP),
@@ -738,8 +795,10 @@ impl Runner {
             "isolate-holder" => self.isolate_holder(name),
             "one-way" => self.one_way(name),
             "lossy-lan" => {
-                self.rig.cut_serial(true);
-                self.rig.degrade_lan(15, Duration::from_millis(80));
+                self.rig.cut_serial(true).map_err(fault)?;
+                self.rig
+                    .degrade_lan(15, Duration::from_millis(80))
+                    .map_err(fault)?;
                 self.hold_still(name)?;
                 self.say(format!(
                     "{name}: 15 % loss and 80 ms delay on the only link for {} s: no failover",
@@ -775,19 +834,27 @@ impl Runner {
         }
     }
 
-    /// `faults` random scenarios from `seed`.
+    /// Why scenario `name` cannot run on this rig, if it cannot: a fault it needs that the
+    /// rig cannot inject, named.
+    pub fn declines(&self, name: &str) -> Option<String> {
+        let missing = self.rig.unavailable();
+        faults_of(name, self.rig.desc()).into_iter().find_map(|f| {
+            missing.iter().find(|(m, _)| *m == f).map(|(m, why)| {
+                format!(
+                    "{name} declined on rig {:?}: it needs fault {m}, which this rig cannot \
+                     inject: {why}",
+                    self.rig.desc().name
+                )
+            })
+        })
+    }
+
+    /// `faults` random scenarios from `seed`, among those the rig can run.
     pub fn chaos(&mut self, seed: u64, faults: usize) -> Result<(), Failed> {
         let available: Vec<&str> = SCENARIOS[..SCENARIOS.len() - 1]
             .iter()
             .copied()
-            .filter(|s| {
-                !self
-                    .rig
-                    .limits
-                    .missing
-                    .iter()
-                    .any(|(m, _)| self.needs(s, m))
-            })
+            .filter(|s| self.declines(s).is_none())
             .collect();
         self.say(format!(
             "chaos: {faults} faults, seed {seed} (replay with --seed {seed}); faults: {}",
@@ -809,12 +876,5 @@ impl Runner {
                 .map_err(|e| Failed(format!("fault {n} ({pick}, seed {seed}): {}", e.0)))?;
         }
         Ok(())
-    }
-
-    fn needs(&self, scenario: &str, missing: &str) -> bool {
-        matches!(
-            (scenario, missing),
-            ("clock-jump", "clock-jump") | ("disk-full", "disk-full")
-        )
     }
 }
