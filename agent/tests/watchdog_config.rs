@@ -1,51 +1,15 @@
 //! A node's `watchdog` table: good values become the typed configuration, and every bad value
 //! or inconsistent timing is reported with file, line, column, key and the reason.
 
-use std::fs;
-use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use agent::config::{self, WatchdogConfig, WatchdogSelector};
 
-/// A good file; `WATCHDOG` on line 14 is replaced by each case. In expected errors, `{file}`
-/// stands for the file's path.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[timing]
-heartbeat_interval = "100ms"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
-id = 1
-WATCHDOG
-name = "alpha"
-links.lan0 = { address = "192.168.7.1:5405" }
-
-[[node]]
-id = 2
-name = "beta"
-links.lan0 = { address = "192.168.7.2:5405" }
-"#;
+mod common;
 
 fn parse(watchdog: &str) -> Result<config::Config, String> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let key = dir.path().join("cluster.key");
-    fs::write(
-        &key,
-        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-    )
-    .expect("key");
-    fs::set_permissions(&key, fs::Permissions::from_mode(0o600)).expect("chmod");
-    let text = BASE.replace("WATCHDOG", watchdog);
-    let file = dir.path().join("wk.toml");
-    config::parse(&file, &text)
-        .map_err(|e| e.to_string().replace(&file.display().to_string(), "{file}"))
+    common::parse_watchdog(&common::watchdog_base(None), watchdog)
 }
 
 fn alpha_watchdog(watchdog: &str) -> Result<Option<WatchdogConfig>, String> {

@@ -67,7 +67,7 @@ use serde_json::Value;
 
 use crate::agent::{read_log_lines, watchkeeper_bin, AgentProcess};
 use crate::cable::PtyCable;
-use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use crate::ipmi_sim::{fence_device_toml, IpmiSim, IpmiSimConfig};
 use crate::netns::{in_netns, Segment};
 use crate::pair::NAMES;
 use crate::pg::{Node, PgCluster};
@@ -1152,14 +1152,14 @@ impl BaculaCluster {
             "[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n\n"
         );
         for (j, name) in NAMES.iter().enumerate() {
-            let _ = write!(
-                t,
-                "[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
-                 address = \"{addr}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-                 cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n\n",
-                addr = self.bmc_relays[j].front(),
-            );
+            t.push_str(&fence_device_toml(
+                &format!("ipmi-{name}"),
+                name,
+                self.bmc_relays[j].front(),
+                "5s",
+            ));
         }
+        t.push('\n');
         let _ = write!(
             t,
             "[replicate]\nsource = {{ alpha = \"{a}\", beta = \"{b}\" }}\ninterval = \"300ms\"\n\n",

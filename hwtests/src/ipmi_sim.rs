@@ -54,6 +54,17 @@ impl Default for IpmiSimConfig {
     }
 }
 
+/// A `[[fence_device]]` block of the agent's configuration for an IPMI BMC that a simulator
+/// started with the default user answers at `address`: device `name`, fencing node `target`,
+/// `timeout` per call (as the configuration writes it, e.g. `"5s"`).
+pub fn fence_device_toml(name: &str, target: &str, address: SocketAddr, timeout: &str) -> String {
+    format!(
+        "\n[[fence_device]]\nname = \"{name}\"\ntype = \"ipmi\"\ntarget = \"{target}\"\n\
+         address = \"{address}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
+         cipher_suite = 3\ntimeout = \"{timeout}\"\npoll_interval = \"50ms\"\n"
+    )
+}
+
 /// A running `ipmi_sim`, stopped on drop.
 #[derive(Debug)]
 pub struct IpmiSim {

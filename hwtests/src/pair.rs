@@ -295,3 +295,28 @@ pub fn link<'a>(status: &'a Value, link: &str) -> Option<&'a Value> {
         .iter()
         .find(|l| l["name"] == link)
 }
+
+/// `config` (a pair's configuration) with one IPMI fencing level per node: `fencing =
+/// [["ipmi-NAME"]]` on each node and a `[[fence_device]]` for the BMC at `bmcs[i]` fencing node
+/// `i`.
+///
+/// # Panics
+///
+/// If a node's `name = "..."` line is not in `config` exactly once.
+pub fn add_ipmi_fencing(config: &str, bmcs: &[SocketAddr]) -> String {
+    let mut text = config.to_owned();
+    for name in NAMES {
+        let line = format!("name = \"{name}\"\n");
+        assert_eq!(text.matches(&line).count(), 1, "{text}");
+        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
+    }
+    for (name, bmc) in NAMES.iter().zip(bmcs) {
+        text.push_str(&crate::ipmi_sim::fence_device_toml(
+            &format!("ipmi-{name}"),
+            name,
+            *bmc,
+            "5s",
+        ));
+    }
+    text
+}

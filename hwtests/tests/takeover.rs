@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use hwtests::agent::watchkeeper_bin;
-use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig};
 use hwtests::pair::{Net, Pair, PairSpec, NAMES};
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -65,23 +65,13 @@ fn rig_spec(spec: PairSpec, failover: &str) -> Rig {
     let script = dir.join("res.sh");
     fs::write(&script, RESOURCE_SCRIPT).expect("script");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
-    let mut text = fs::read_to_string(&pair.config).expect("config");
-    for name in NAMES {
-        let line = format!("name = \"{name}\"\n");
-        assert_eq!(text.matches(&line).count(), 1, "{text}");
-        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
-    }
+    let mut text = hwtests::pair::add_ipmi_fencing(
+        &fs::read_to_string(&pair.config).expect("config"),
+        &[bmcs[0].address(), bmcs[1].address()],
+    );
     text.push_str(&format!(
         "\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n{failover}\n"
     ));
-    for (i, name) in NAMES.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
-             address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
-            bmcs[i].address()
-        ));
-    }
     let d = dir.display();
     for res in ["storage", "catalog"] {
         text.push_str(&format!(

@@ -76,3 +76,48 @@ pub(crate) fn check(base: &str, cases: &[Case], setup: impl Fn(&Path, &str, &Cas
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// A good two-node file whose first node's line `WATCHDOG` (line 14, or 15 with a cluster id)
+/// the watchdog tests replace with each case.
+pub(crate) fn watchdog_base(cluster_id: Option<u32>) -> String {
+    let id = cluster_id
+        .map(|id| format!("id = {id}\n"))
+        .unwrap_or_default();
+    format!(
+        r#"[cluster]
+name = "bacula"
+{id}key_file = "cluster.key"
+
+[timing]
+heartbeat_interval = "100ms"
+
+[[link]]
+name = "lan0"
+kind = "udp"
+
+[[node]]
+id = 1
+WATCHDOG
+name = "alpha"
+links.lan0 = {{ address = "192.168.7.1:5405" }}
+
+[[node]]
+id = 2
+name = "beta"
+links.lan0 = {{ address = "192.168.7.2:5405" }}
+"#
+    )
+}
+
+/// The hexadecimal cluster key the watchdog tests write.
+pub(crate) const HEX_KEY: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+/// Parses `base` with `WATCHDOG` replaced by `watchdog`, in a fresh directory with the key;
+/// errors with the file's path as `{file}`.
+pub(crate) fn parse_watchdog(base: &str, watchdog: &str) -> Result<agent::config::Config, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write_secret(dir.path(), "cluster.key", &format!("{HEX_KEY}\n"));
+    let file = dir.path().join("wk.toml");
+    agent::config::parse(&file, &base.replace("WATCHDOG", watchdog))
+        .map_err(|e| e.to_string().replace(&file.display().to_string(), "{file}"))
+}

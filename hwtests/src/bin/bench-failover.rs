@@ -48,7 +48,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
 use hwtests::agent::{log_timestamp, proc_stats, read_log_lines, watchkeeper_bin};
-use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig};
 use hwtests::pair::{Net, Pair, PairSpec, NAMES};
 use hwtests::pg::{Node as PgNode, PgCluster, PG_OS_USER};
 use hwtests::rig::relay::{UdpRelay as Leg, Way};
@@ -565,19 +565,10 @@ impl UdpRelay {
 
 /// Adds the BMCs, fencing levels and the resource group to the pair's configuration.
 fn configure(pair: &Pair, bmcs: &[IpmiSim; 2], pg: Option<&PgCluster>) -> Result<()> {
-    let mut text = fs::read_to_string(&pair.config)?;
-    for name in NAMES {
-        let line = format!("name = \"{name}\"\n");
-        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
-    }
-    for (i, name) in NAMES.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
-             address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
-            bmcs[i].address()
-        ));
-    }
+    let mut text = hwtests::pair::add_ipmi_fencing(
+        &fs::read_to_string(&pair.config)?,
+        &[bmcs[0].address(), bmcs[1].address()],
+    );
     let dir = pair.dir().display().to_string();
     for r in RESOURCES {
         if let (Some(pg), "catalog") = (pg, r) {

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use hwtests::agent::{log_timestamp, proc_stats, read_log_lines, watchkeeper_bin, ProcStats};
-use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig};
 use hwtests::pair::{Net, Pair, PairSpec, NAMES};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -451,19 +451,10 @@ fn stress_ng_version() -> Result<String> {
 
 /// Adds the BMCs, fencing levels and the resource group to the pair's configuration.
 fn configure(pair: &Pair, bmcs: &[IpmiSim; 2]) -> Result<()> {
-    let mut text = fs::read_to_string(&pair.config)?;
-    for name in NAMES {
-        let line = format!("name = \"{name}\"\n");
-        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
-    }
-    for (i, name) in NAMES.iter().enumerate() {
-        text.push_str(&format!(
-            "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
-             address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
-            bmcs[i].address()
-        ));
-    }
+    let mut text = hwtests::pair::add_ipmi_fencing(
+        &fs::read_to_string(&pair.config)?,
+        &[bmcs[0].address(), bmcs[1].address()],
+    );
     let dir = pair.dir().display().to_string();
     for r in RESOURCES {
         text.push_str(&format!(

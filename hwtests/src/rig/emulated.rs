@@ -464,13 +464,12 @@ impl Emulated {
                     .find(|m| m.from == me && m.to == i)
                     .map(|m| m.relay.front());
                 let Some(address) = address else { continue };
-                let _ = write!(
-                    s,
-                    "\n[[fence_device]]\nname = \"bmc{l}-{n}\"\ntype = \"ipmi\"\ntarget = \"{n}\"\n\
-                     address = \"{address}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-                     cipher_suite = 3\ntimeout = \"3s\"\npoll_interval = \"50ms\"\n",
-                    n = h.name
-                );
+                s.push_str(&crate::ipmi_sim::fence_device_toml(
+                    &format!("bmc{l}-{}", h.name),
+                    &h.name,
+                    address,
+                    "3s",
+                ));
             }
         }
         for r in &desc.resources {
@@ -637,20 +636,35 @@ impl Emulated {
         };
         for (i, h) in self.desc.hosts.iter().enumerate() {
             let name = &h.name;
-            let mut run = vec![
-                "nsenter".to_owned(),
-                format!("--net=/run/netns/{}", ns.hosts[i]),
-                "--".into(),
-                "env".into(),
-                format!("WK_HOST={name}"),
-            ];
+            // Like ssh to a dark host, a host without power does not answer; one with power
+            // runs the line in its namespace, with its Catalog server's connection settings.
+            let mut enter = format!(
+                "exec nsenter --net=/run/netns/{} -- env WK_HOST={name}",
+                ns.hosts[i]
+            );
             if let (Some(pg), Some(node)) = (&self.pg, self.pg_node(i)) {
-                run.push(format!("PGHOST={}", pg.root().join("sock").display()));
-                run.push(format!("PGPORT={}", pg.port(node)));
-                run.push("PGUSER=postgres".into());
-                run.push(format!("PGPASSWORD={SUPERUSER_PASSWORD}"));
+                let _ = write!(
+                    enter,
+                    " PGHOST={} PGPORT={} PGUSER=postgres PGPASSWORD={}",
+                    q(&pg.root().join("sock").display().to_string()),
+                    pg.port(node),
+                    q(SUPERUSER_PASSWORD)
+                );
             }
-            run.extend(["sh".into(), "-c".into()]);
+            enter.push_str(" sh -c \"$1\"");
+            let dark = match &self.bmcs[i] {
+                Some(bmc) => format!(
+                    "[ \"$(cat {})\" != 0 ] || {{ echo {name}: no route to host >&2; exit 255; }}; ",
+                    q(&bmc.power_file().display().to_string())
+                ),
+                None => String::new(),
+            };
+            let run = vec![
+                "sh".to_owned(),
+                "-c".into(),
+                format!("{dark}{enter}"),
+                format!("run-on-{name}"),
+            ];
             let pid_file = d.join(format!("{name}.agent.pid"));
             let boot = d.join(format!("boot-{name}.sh"));
             let mut script = format!(

@@ -55,6 +55,11 @@ pub trait Rig {
     }
     /// Whether host `i` has power (a witness always has).
     fn powered(&self, i: usize) -> bool;
+    /// Whether host `i` has power, read now (a rig may answer [`Rig::powered`] from a recent
+    /// reading).
+    fn powered_now(&self, i: usize) -> bool {
+        self.powered(i)
+    }
     /// Power-cycles host `i` into a fresh boot with its agent running.
     fn reboot(&mut self, i: usize) -> io::Result<()>;
     /// Host `i`'s `watchkeeper resources --json` report.

@@ -483,6 +483,20 @@ impl Rig for Real {
             .collect()
     }
 
+    fn powered_now(&self, i: usize) -> bool {
+        self.read_power(i)
+            .or_else(|_| self.read_power(i))
+            .unwrap_or(true)
+    }
+
+    /// A host counts as a holder only on a fresh power reading: a cached "on" could be older
+    /// than the fence that switched it off.
+    fn holders(&self) -> Vec<usize> {
+        (0..self.desc.hosts.len())
+            .filter(|&i| !self.running(i).is_empty() && self.powered_now(i))
+            .collect()
+    }
+
     fn catalog_sql(&self, i: usize, sql: &str) -> Result<String, String> {
         let line = format!("{} -c {}", self.psql(), quote(sql));
         let out = self.sh(i, &line).map_err(|e| e.to_string())?;
@@ -763,9 +777,15 @@ mod tests {
     #[test]
     fn fault_rules_name_the_address_family_and_refuse_a_name() {
         let r = deafen_rules("10.0.0.12").expect("v4");
-        assert!(r.contains("ip saddr 10.0.0.12 meta l4proto udp drop"), "{r}");
+        assert!(
+            r.contains("ip saddr 10.0.0.12 meta l4proto udp drop"),
+            "{r}"
+        );
         let r = deafen_rules("fd00::12").expect("v6");
-        assert!(r.contains("ip6 saddr fd00::12 meta l4proto udp drop"), "{r}");
+        assert!(
+            r.contains("ip6 saddr fd00::12 meta l4proto udp drop"),
+            "{r}"
+        );
         let r = bmc_cut_rules("10.0.1.11:623").expect("with port");
         assert!(r.contains("ip daddr 10.0.1.11 udp dport 623 drop"), "{r}");
         let r = bmc_cut_rules("10.0.1.11").expect("address");

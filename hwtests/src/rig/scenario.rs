@@ -81,7 +81,7 @@ pub struct Timing {
     pub group_ms: f64,
 }
 
-fn fault(e: std::io::Error) -> Failed {
+fn fault_error(e: std::io::Error) -> Failed {
     Failed(e.to_string())
 }
 
@@ -439,9 +439,9 @@ impl<R: Rig> Runner<R> {
             .map_err(|e| Failed(e.to_string()))?;
         // No takeover before the fence: while the victim has power, the survivor runs nothing.
         let took = self.watch(what, WAIT, |r| {
-            !r.powered(victim) || !r.running(survivor).is_empty()
+            !r.running(survivor).is_empty() || !r.powered_now(victim)
         })?;
-        if self.rig.powered(victim) {
+        if self.started_with_power_on(survivor, victim) {
             return fail(format!(
                 "{what}: {} started {:?} before {} was fenced",
                 self.rig.name(survivor),
@@ -468,7 +468,7 @@ impl<R: Rig> Runner<R> {
     fn partition(&mut self, what: &str) -> Result<(), Failed> {
         let [a, b] = self.rig.desc().holders();
         self.write_row()?;
-        self.rig.cut_serial(true).map_err(fault)?;
+        self.rig.cut_serial(true).map_err(fault_error)?;
         self.rig
             .deafen(a, b)
             .and_then(|()| self.rig.deafen(b, a))
@@ -509,7 +509,7 @@ impl<R: Rig> Runner<R> {
         }
         let (h, s) = (self.holder, self.standby());
         self.write_row()?;
-        self.rig.cut_serial(true).map_err(fault)?;
+        self.rig.cut_serial(true).map_err(fault_error)?;
         for o in (0..self.rig.desc().hosts.len()).filter(|&o| o != h) {
             self.rig
                 .deafen(o, h)
@@ -550,9 +550,11 @@ impl<R: Rig> Runner<R> {
         let (victim, survivor) = (self.holder, self.standby());
         self.write_row()?;
         if lie {
-            self.rig.bmc_ignores_off(victim, true).map_err(fault)?;
+            self.rig
+                .bmc_ignores_off(victim, true)
+                .map_err(fault_error)?;
         } else {
-            self.rig.cut_bmc(victim, true).map_err(fault)?;
+            self.rig.cut_bmc(victim, true).map_err(fault_error)?;
         }
         self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
         self.stays_quiet(|r| {
@@ -565,9 +567,11 @@ impl<R: Rig> Runner<R> {
             })
         })?;
         if lie {
-            self.rig.bmc_ignores_off(victim, false).map_err(fault)?;
+            self.rig
+                .bmc_ignores_off(victim, false)
+                .map_err(fault_error)?;
         } else {
-            self.rig.cut_bmc(victim, false).map_err(fault)?;
+            self.rig.cut_bmc(victim, false).map_err(fault_error)?;
         }
         // A crashed agent on a powered host left its resources running: they count until the
         // fence takes the power.
@@ -620,21 +624,35 @@ impl<R: Rig> Runner<R> {
             .map(|r| r.name.clone())
     }
 
-    /// A switchover to a standby whose last resource will not start: the group must end up
-    /// running whole on one host, never half on each.
-    fn start_failure(&mut self, what: &str) -> Result<(), Failed> {
+    /// Whether `survivor` runs resources while `victim` still has power: read in that order,
+    /// so that on a rig whose looks take time (real hosts) a fence between the two reads
+    /// cannot pass for a start before the fence.
+    fn started_with_power_on(&self, survivor: usize, victim: usize) -> bool {
+        !self.rig.running(survivor).is_empty() && self.rig.powered_now(victim)
+    }
+
+    /// Writes a row, breaks the group's last marker resource with `fault(rig, holder,
+    /// standby, resource)`, then asks the holder to switch over: the holder, the standby, the
+    /// resource and the switchover's output.
+    fn switchover_with(
+        &mut self,
+        fault: impl FnOnce(&mut R, usize, usize, &str) -> std::io::Result<()>,
+    ) -> Result<(usize, usize, String, std::process::Output), Failed> {
         let (h, s) = (self.holder, self.standby());
         let res = self
             .last_marker()
             .ok_or_else(|| Failed("no marker resource".into()))?;
         self.write_row()?;
-        self.rig
-            .refuse_start(s, &res, true)
-            .map_err(|e| Failed(e.to_string()))?;
-        let out = self
-            .rig
-            .cli(h, &["switchover"])
-            .map_err(|e| Failed(e.to_string()))?;
+        fault(&mut self.rig, h, s, &res).map_err(fault_error)?;
+        let out = self.rig.cli(h, &["switchover"]).map_err(fault_error)?;
+        Ok((h, s, res, out))
+    }
+
+    /// A switchover to a standby whose last resource will not start: the group must end up
+    /// running whole on one host, never half on each.
+    fn start_failure(&mut self, what: &str) -> Result<(), Failed> {
+        let (h, s, res, out) =
+            self.switchover_with(|rig, _, s, res| rig.refuse_start(s, res, true))?;
         self.say(format!(
             "{what}: switchover to {} whose {res} will not start: {}",
             self.rig.name(s),
@@ -672,20 +690,11 @@ impl<R: Rig> Runner<R> {
     /// A switchover whose stop hangs on the holder: the holder cannot hand over cleanly, so it
     /// must be fenced before the standby starts anything.
     fn stop_hang(&mut self, what: &str) -> Result<(), Failed> {
-        let (h, s) = (self.holder, self.standby());
-        let res = self
-            .last_marker()
-            .ok_or_else(|| Failed("no marker resource".into()))?;
-        self.write_row()?;
-        self.rig
-            .hang_stop(h, &res, true)
-            .map_err(|e| Failed(e.to_string()))?;
-        let _ = self
-            .rig
-            .cli(h, &["switchover"])
-            .map_err(|e| Failed(e.to_string()))?;
-        let fenced = self.watch(what, WAIT, |r| !r.powered(h) || !r.running(s).is_empty())?;
-        if self.rig.powered(h) {
+        let (h, s, _, _) = self.switchover_with(|rig, h, _, res| rig.hang_stop(h, res, true))?;
+        let fenced = self.watch(what, WAIT, |r| {
+            !r.running(s).is_empty() || !r.powered_now(h)
+        })?;
+        if self.started_with_power_on(s, h) {
             return fail(format!(
                 "{what}: {} started {:?} while {} (stop hung) had power",
                 self.rig.name(s),
@@ -795,10 +804,10 @@ impl<R: Rig> Runner<R> {
             "isolate-holder" => self.isolate_holder(name),
             "one-way" => self.one_way(name),
             "lossy-lan" => {
-                self.rig.cut_serial(true).map_err(fault)?;
+                self.rig.cut_serial(true).map_err(fault_error)?;
                 self.rig
                     .degrade_lan(15, Duration::from_millis(80))
-                    .map_err(fault)?;
+                    .map_err(fault_error)?;
                 self.hold_still(name)?;
                 self.say(format!(
                     "{name}: 15 % loss and 80 ms delay on the only link for {} s: no failover",
