@@ -130,7 +130,10 @@ fn per_node_addresses_and_the_page_off_by_default() {
 #[test]
 fn absent_table_means_no_listener() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let text = BASE.replace("[http]\nlisten = \"127.0.0.1:9632\"\nstatus_page = true\n", "");
+    let text = BASE.replace(
+        "[http]\nlisten = \"127.0.0.1:9632\"\nstatus_page = true\n",
+        "",
+    );
     let c = config::load(&write_case(dir.path(), &text)).unwrap_or_else(|e| panic!("{e}"));
     assert!(c.http.is_none());
 }

@@ -166,22 +166,22 @@ pub fn encode(
             1.0,
         )],
     );
-    gauges(
+    gauge(
         &mut reg,
         "uptime",
         "Time since the agent started",
         Some(Unit::Seconds),
-        [(Labels::new(), ms_to_s(st.uptime_ms))],
+        ms_to_s(st.uptime_ms),
     );
     if let Some(e) = engine {
         #[allow(clippy::cast_precision_loss)] // Epochs stay far below 2^53.
         let epoch = e.epoch as f64;
-        gauges(
+        gauge(
             &mut reg,
             "epoch",
             "Highest ownership epoch this node knows",
             None,
-            [(Labels::new(), epoch)],
+            epoch,
         );
         gauges(
             &mut reg,
@@ -193,19 +193,19 @@ pub fn encode(
                 .map(|h| (labels(&[("node", h)]), 1.0))
                 .collect::<Vec<_>>(),
         );
-        gauges(
+        gauge(
             &mut reg,
             "holds",
             "1 when this node holds the resource group",
             None,
-            [(Labels::new(), bool_f(e.holds))],
+            bool_f(e.holds),
         );
-        gauges(
+        gauge(
             &mut reg,
             "quorate",
             "1 when this node has quorum",
             None,
-            [(Labels::new(), bool_f(e.quorate))],
+            bool_f(e.quorate),
         );
         gauges(
             &mut reg,
@@ -394,12 +394,12 @@ pub fn encode(
             .collect::<Vec<_>>(),
     );
     if let Some(ms) = st.replica_age_ms {
-        gauges(
+        gauge(
             &mut reg,
             "replica_age",
             "Time since this node's copy of the Director configuration last synced",
             Some(Unit::Seconds),
-            [(Labels::new(), ms_to_s(ms))],
+            ms_to_s(ms),
         );
     }
 
@@ -478,6 +478,15 @@ fn gauges(
     }
 }
 
+fn gauge(reg: &mut Registry, name: &str, help: &str, unit: Option<Unit>, value: f64) {
+    let g = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    g.set(value);
+    match unit {
+        Some(u) => reg.register_with_unit(name, help, u, g),
+        None => reg.register(name, help, g),
+    }
+}
+
 fn counters(
     reg: &mut Registry,
     name: &str,
@@ -525,3 +534,217 @@ const DETECTION_BUCKETS: [f64; 12] = [
 const FENCE_BUCKETS: [f64; 12] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0,
 ];
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::runtime::{EngineView, FenceDeviceStatus, LinkStatus, PeerLinkStatus, PeerStatus};
+
+    fn snapshot() -> Snapshot {
+        let link = LinkStatus {
+            name: "lan0".to_owned(),
+            kind: "udp".to_owned(),
+            endpoint: "127.0.0.1:5405".to_owned(),
+            transport_up: true,
+            frames_in: 12,
+            frames_out: 15,
+            crc_errors: 0,
+            resyncs: 0,
+            auth_failures: 3,
+            replays: 0,
+            malformed: 1,
+            foreign_cluster: 0,
+            misrouted: 0,
+            send_errors: 0,
+            opens: 1,
+            queue_full: 0,
+        };
+        Snapshot {
+            status: Status {
+                cluster: "bacula".to_owned(),
+                node: "alpha".to_owned(),
+                node_id: 1,
+                incarnation: 4,
+                uptime_ms: 61_500,
+                heartbeat_interval_ms: 100,
+                deadtime_ms: 1000,
+                peers: vec![PeerStatus {
+                    name: "beta".to_owned(),
+                    id: 2,
+                    alive: true,
+                    last_seen_ms_ago: Some(40),
+                    incarnation: Some(9),
+                    role: Some("standby".to_owned()),
+                    links: vec![PeerLinkStatus {
+                        link: "lan0".to_owned(),
+                        up: true,
+                        last_seen_ms_ago: Some(40),
+                        frames_in: 12,
+                    }],
+                }],
+                links: vec![link],
+                replica_age_ms: None,
+                engine: Some(EngineView {
+                    role: "Holder".to_owned(),
+                    epoch: 7,
+                    holder: Some("alpha".to_owned()),
+                    holds: true,
+                    quorate: true,
+                }),
+                fence_devices: vec![FenceDeviceStatus {
+                    name: "pdu".to_owned(),
+                    r#type: "modbus".to_owned(),
+                    targets: vec!["beta".to_owned()],
+                    healthy: Some(true),
+                    last_check_ms_ago: Some(2500),
+                    last_check_ms: Some(12),
+                    error: None,
+                }],
+            },
+            resources: vec![ResourceView {
+                name: "catalog".to_owned(),
+                kind: "pgsql".to_owned(),
+                state: "running".to_owned(),
+                last_error: None,
+            }],
+            events: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn state_and_histograms_are_encoded_with_their_values() {
+        let m = Metrics::default();
+        m.peer_detected_dead("beta", Duration::from_millis(1100));
+        m.fence_level_done("beta", 0, true, Duration::from_millis(300));
+        m.fence_device_done("pdu", true, Duration::from_millis(280));
+        let text = encode(&snapshot(), &m, None).expect("encode");
+        for line in [
+            "watchkeeper_info{cluster=\"bacula\",node=\"alpha\",incarnation=\"4\"} 1.0",
+            "watchkeeper_epoch 7.0",
+            "watchkeeper_holder{node=\"alpha\"} 1.0",
+            "watchkeeper_holds 1.0",
+            "watchkeeper_uptime_seconds 61.5",
+            "watchkeeper_peer_up{peer=\"beta\"} 1.0",
+            "watchkeeper_peer_link_last_seen_age_seconds{peer=\"beta\",link=\"lan0\"} 0.04",
+            "watchkeeper_link_frames_received_total{link=\"lan0\"} 12",
+            "watchkeeper_link_frames_sent_total{link=\"lan0\"} 15",
+            "watchkeeper_link_frames_dropped_total{link=\"lan0\",reason=\"auth\"} 3",
+            "watchkeeper_link_frames_dropped_total{link=\"lan0\",reason=\"malformed\"} 1",
+            "watchkeeper_fence_device_healthy{device=\"pdu\",type=\"modbus\"} 1.0",
+            "watchkeeper_fence_device_last_check_age_seconds{device=\"pdu\"} 2.5",
+            "watchkeeper_resource_state{resource=\"catalog\",state=\"running\"} 1.0",
+            "watchkeeper_peer_detection_seconds_count{peer=\"beta\"} 1",
+            "watchkeeper_peer_detection_seconds_bucket{le=\"1.0\",peer=\"beta\"} 0",
+            "watchkeeper_peer_detection_seconds_bucket{le=\"1.5\",peer=\"beta\"} 1",
+            "watchkeeper_fence_seconds_count{peer=\"beta\",level=\"1\",outcome=\"off\"} 1",
+            "watchkeeper_fence_device_seconds_sum{device=\"pdu\",outcome=\"off\"} 0.28",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert!(
+            !text.contains("watchdog_feed_gap"),
+            "no watchdog, no feed-gap histogram"
+        );
+    }
+
+    #[test]
+    fn names_follow_prometheus_conventions() {
+        let m = Metrics::default();
+        m.peer_detected_dead("beta", Duration::from_secs(1));
+        let text = encode(&snapshot(), &m, None).expect("encode");
+        let mut types = Vec::new();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split(' ').collect();
+            match words.as_slice() {
+                ["#", "TYPE", name, kind] => types.push(((*name).to_owned(), (*kind).to_owned())),
+                ["#", "UNIT", name, unit] => {
+                    assert_eq!(*unit, "seconds", "{line}");
+                    assert!(name.ends_with("_seconds"), "{line}");
+                }
+                ["#", "HELP", ..] | ["#", "EOF"] => {}
+                [sample, _value] => {
+                    let name = sample.split('{').next().unwrap_or_default();
+                    assert!(name.starts_with("watchkeeper_"), "{line}");
+                    assert!(
+                        name.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                        "{line}"
+                    );
+                    let family = types
+                        .iter()
+                        .rev()
+                        .find(|(t, _)| name.starts_with(t.as_str()))
+                        .unwrap_or_else(|| panic!("sample before its TYPE: {line}"));
+                    if family.1 == "counter" {
+                        assert!(name.ends_with("_total"), "counter sample {line}");
+                    }
+                    if name.contains("seconds") {
+                        assert!(
+                            [
+                                "_seconds",
+                                "_seconds_bucket",
+                                "_seconds_sum",
+                                "_seconds_count"
+                            ]
+                            .iter()
+                            .any(|s| name.ends_with(s)),
+                            "unit not last: {line}"
+                        );
+                    }
+                }
+                _ => panic!("unexpected line {line:?}"),
+            }
+        }
+        assert!(types.len() >= 20, "{types:?}");
+        assert!(
+            types
+                .iter()
+                .any(|(n, t)| n == "watchkeeper_link_frames_received" && t == "counter"),
+            "{types:?}"
+        );
+    }
+
+    #[test]
+    fn resources_are_read_from_the_control_answer() {
+        let report = serde_json::json!({
+            "resources": [
+                { "name": "vip", "type": "ocf", "state": "running", "last_error": null },
+                { "name": "sd", "type": "systemd", "state": "start failed", "last_error": "exit 1" },
+            ]
+        });
+        let r = ResourceView::from_report(&report);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[1].state, "start failed");
+        assert_eq!(r[1].last_error.as_deref(), Some("exit 1"));
+        assert!(ResourceView::from_report(&serde_json::json!({})).is_empty());
+    }
+
+    #[test]
+    fn the_page_shows_nodes_holder_and_escapes() {
+        let mut snap = snapshot();
+        snap.events.push(crate::recent::RecentEvent {
+            at: std::time::SystemTime::UNIX_EPOCH,
+            severity: crate::recent::Severity::Alert,
+            text: "PeerDown(<beta>)".to_owned(),
+        });
+        let html = page::render(&snap);
+        assert!(
+            html.contains("<tr class=\"node holder\" data-node=\"alpha\">"),
+            "{html}"
+        );
+        assert!(
+            html.contains("<tr class=\"node\" data-node=\"beta\">"),
+            "{html}"
+        );
+        assert!(html.contains("<b id=\"holder\">alpha</b>"), "{html}");
+        assert!(html.contains("PeerDown(&lt;beta&gt;)"), "{html}");
+        assert!(html.contains("1970-01-01 00:00:00"), "{html}");
+        assert!(html.contains("http-equiv=\"refresh\""), "{html}");
+        assert!(!html.contains("<script"), "no script on the page");
+    }
+}
