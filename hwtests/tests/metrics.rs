@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hwtests::fifo::FifoWatchdog;
 use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
 use hwtests::pair::{Net, Pair, PairSpec, NAMES};
 use hwtests::util::{run_bounded, run_bounded_input};
@@ -31,6 +32,7 @@ use serde_json::Value;
 const INTERVAL: Duration = Duration::from_millis(100);
 const DEADTIME: Duration = Duration::from_millis(600);
 const WAIT: Duration = Duration::from_secs(20);
+const FEED_INTERVAL: Duration = Duration::from_millis(100);
 /// Chromium starts in one to three seconds; a loaded CI machine gets ample margin.
 const BROWSER_TIMEOUT: Duration = Duration::from_secs(90);
 /// The screenshot's size, in pixels.
@@ -52,9 +54,12 @@ struct Cluster {
     pair: Pair,
     bmcs: [IpmiSim; 2],
     http: [SocketAddr; 2],
+    /// Each node's watchdog: a FIFO the agent feeds, read by the test.
+    _watchdogs: [FifoWatchdog; 2],
 }
 
-/// Two agents with IPMI fencing, one script resource and `[http]` on a free port each.
+/// Two agents with IPMI fencing, a FIFO watchdog each, one script resource and `[http]` on a
+/// free port each.
 fn cluster() -> Cluster {
     let bmcs = [
         IpmiSim::start(&IpmiSimConfig::default()),
@@ -71,11 +76,21 @@ fn cluster() -> Cluster {
     let script = dir.join("res.sh");
     fs::write(&script, RESOURCE_SCRIPT).expect("script");
     fs::set_permissions(&script, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let watchdogs = NAMES
+        .map(|n| FifoWatchdog::new(&dir.join(format!("watchdog-{n}"))).expect("FIFO watchdog"));
     let mut text = fs::read_to_string(&pair.config).expect("config");
-    for name in NAMES {
+    for (name, dog) in NAMES.iter().zip(&watchdogs) {
         let line = format!("name = \"{name}\"\n");
         assert_eq!(text.matches(&line).count(), 1, "{text}");
-        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
+        text = text.replace(
+            &line,
+            &format!(
+                "{line}fencing = [[\"ipmi-{name}\"]]\nwatchdog = {{ device = \"{}\", \
+                 timeout = \"2s\", feed_interval = \"{}ms\", progress_timeout = \"1s\" }}\n",
+                dog.path().display(),
+                FEED_INTERVAL.as_millis()
+            ),
+        );
     }
     text.push_str("\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n");
     for (i, name) in NAMES.iter().enumerate() {
@@ -100,7 +115,12 @@ fn cluster() -> Cluster {
         http[0], http[1]
     ));
     fs::write(&pair.config, text).expect("config");
-    Cluster { pair, bmcs, http }
+    Cluster {
+        pair,
+        bmcs,
+        http,
+        _watchdogs: watchdogs,
+    }
 }
 
 /// Starts both agents and waits until both name the same holder, it runs the resource, and
@@ -353,6 +373,15 @@ fn scrapes_parse_and_hold_the_cluster_state_and_the_failover() {
             );
             assert_eq!(running, Some(1.0), "{me}: {body}");
         }
+        let feeds = value(&m, "watchkeeper_watchdog_feed_gap_seconds_count", &[]).unwrap_or(0.0);
+        let gaps = value(&m, "watchkeeper_watchdog_feed_gap_seconds_sum", &[]).unwrap_or(0.0);
+        assert!(feeds >= 5.0, "{me}: {feeds} feed gaps counted");
+        let mean = gaps / feeds;
+        let interval = FEED_INTERVAL.as_secs_f64();
+        assert!(
+            mean > interval * 0.8 && mean < interval * 2.0,
+            "{me}: mean feed gap {mean} s, interval {interval} s"
+        );
         assert!(
             value(
                 &m,
