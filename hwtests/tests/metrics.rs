@@ -567,3 +567,30 @@ fn the_status_page_renders_both_nodes_and_the_holder_in_chromium() {
         colours.len()
     );
 }
+
+#[test]
+fn a_port_in_use_stops_the_agent_at_startup_naming_the_address() {
+    let mut pair = Pair::new(PairSpec::new(
+        false,
+        Some(Net::Loopback4),
+        INTERVAL,
+        DEADTIME,
+    ))
+    .expect("pair");
+    let taken = TcpListener::bind(("127.0.0.1", 0)).expect("hold a port");
+    let addr = taken.local_addr().expect("address");
+    let mut text = fs::read_to_string(&pair.config).expect("config");
+    text.push_str(&format!("\n[http]\nlisten = \"{addr}\"\n"));
+    fs::write(&pair.config, text).expect("config");
+    let agent = pair.start(0).expect("start alpha");
+    let status = agent
+        .wait_exit(WAIT)
+        .expect("the agent exits when its port is taken");
+    assert_eq!(status.code(), Some(69), "EX_UNAVAILABLE");
+    let stderr = agent.stderr_text();
+    assert!(
+        stderr.contains(&format!("http listener {addr}: Address already in use")),
+        "{stderr}"
+    );
+    drop(taken);
+}

@@ -542,7 +542,7 @@ mod tests {
     use super::*;
     use crate::runtime::{EngineView, FenceDeviceStatus, LinkStatus, PeerLinkStatus, PeerStatus};
 
-    fn snapshot() -> Snapshot {
+    pub(super) fn snapshot() -> Snapshot {
         let link = LinkStatus {
             name: "lan0".to_owned(),
             kind: "udp".to_owned(),

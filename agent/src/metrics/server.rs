@@ -217,3 +217,89 @@ pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed accept (out of descriptors), so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Stands in for the main loop: answers `answers` requests from the queue, then stops
+    /// reading it (stalls) while keeping it open.
+    fn fake_loop(mut rx: mpsc::Receiver<ControlRequest>, answers: usize) {
+        tokio::spawn(async move {
+            for _ in 0..answers {
+                let Some(req) = rx.recv().await else { return };
+                match req.request {
+                    control::Request::Status => req.reply(crate::metrics::tests::snapshot().status),
+                    _ => req.answer(serde_json::json!({ "resources": [
+                        { "name": "catalog", "type": "pgsql", "state": "running" }
+                    ]})),
+                }
+            }
+            std::future::pending::<()>().await;
+            drop(rx);
+        });
+    }
+
+    async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let head = format!("{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        s.write_all(head.as_bytes()).await.expect("send");
+        let mut raw = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
+            .await
+            .expect("answered in time")
+            .expect("read");
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let code = text
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, text)
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_refuses_the_rest_and_answers_503_when_the_loop_stalls() {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind");
+        let addr = listener.local_addr().expect("address");
+        let (tx, rx) = mpsc::channel(4);
+        // One scrape is two requests (status, resources).
+        fake_loop(rx, 2);
+        let ctx = Context {
+            requests: tx,
+            metrics: Metrics::default(),
+            feed_gaps: None,
+            recent: Arc::default(),
+            status_page: false,
+        };
+        let (stop_tx, stop) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, ctx, stop));
+
+        let (code, text) = request(addr, "GET", "/metrics").await;
+        assert_eq!(code, 200, "{text}");
+        assert!(text.contains("watchkeeper_epoch 7.0"), "{text}");
+        assert!(
+            text.contains("resource=\"catalog\",state=\"running\""),
+            "{text}"
+        );
+        assert!(text.contains("application/openmetrics-text"), "{text}");
+        let (code, text) = request(addr, "GET", "/").await;
+        assert_eq!(code, 404, "the page is off: {text}");
+        let (code, text) = request(addr, "POST", "/metrics").await;
+        assert_eq!(code, 405, "{text}");
+
+        let began = std::time::Instant::now();
+        let (code, text) = request(addr, "GET", "/metrics").await;
+        assert_eq!(code, 503, "{text}");
+        assert!(text.contains("did not answer within 2000 ms"), "{text}");
+        assert!(began.elapsed() < SNAPSHOT_TIMEOUT + Duration::from_secs(2));
+
+        stop_tx.send(true).expect("stop");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops when told")
+            .expect("server task");
+    }
+}
