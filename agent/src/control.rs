@@ -93,6 +93,12 @@ pub struct ControlRequest {
 }
 
 impl ControlRequest {
+    /// A request from inside the agent (the HTTP task), and where its answer will arrive.
+    pub fn new(request: Request) -> (Self, oneshot::Receiver<serde_json::Value>) {
+        let (reply, answer) = oneshot::channel();
+        (Self { request, reply }, answer)
+    }
+
     /// Answers a status request.
     pub fn reply(self, status: Status) {
         let value = serde_json::to_value(status).unwrap_or_else(

@@ -52,6 +52,7 @@ pub(super) fn convert_with(
     let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());
     let resources = cx.resources(&raw.resource, &raw.node);
     let replicate = cx.replicate(raw.replicate.as_ref(), &raw.node);
+    let http = cx.http(raw.http.as_ref(), &raw.node);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -65,6 +66,7 @@ pub(super) fn convert_with(
         failover,
         resources,
         replicate,
+        http,
     ) {
         (
             Some(cluster),
@@ -75,6 +77,7 @@ pub(super) fn convert_with(
             Some(failover),
             Some(resources),
             Some(replicate),
+            Some(http),
         ) => Ok(Config {
             path: file.to_path_buf(),
             cluster,
@@ -85,6 +88,7 @@ pub(super) fn convert_with(
             failover,
             resources,
             replicate,
+            http,
         }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,

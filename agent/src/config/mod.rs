@@ -45,6 +45,7 @@ pub use fence_pdu::{
     DEFAULT_OFF_TIME, DEFAULT_PDU_REQUEST_TIMEOUT, DEFAULT_SNMP_PORT, DEFAULT_SNMP_RETRIES,
     MAX_OUTLETS_PER_NODE,
 };
+pub use http::HttpConfig;
 pub use replicate::{
     ReplicateConfig, DEFAULT_REPLICATE_INTERVAL, DEFAULT_REPLICATE_PORT, MAX_REPLICATE_INTERVAL,
     MIN_REPLICATE_INTERVAL,
@@ -61,6 +62,7 @@ mod error;
 mod failover;
 mod fence;
 mod fence_pdu;
+mod http;
 mod locate;
 mod raw;
 mod replicate;
@@ -122,6 +124,8 @@ pub struct Config {
     pub resources: Vec<ResourceConfig>,
     /// Director configuration replication, if `[replicate]` is present.
     pub replicate: Option<ReplicateConfig>,
+    /// The metrics endpoint and status page, if `[http]` is present.
+    pub http: Option<HttpConfig>,
 }
 
 /// Cluster identity.

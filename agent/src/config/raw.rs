@@ -38,6 +38,8 @@ pub(super) struct RawConfig {
     pub(super) resource: Vec<super::resource::RawResource>,
     /// Director configuration replication; see `replicate`.
     pub(super) replicate: Option<super::replicate::RawReplicate>,
+    /// The metrics endpoint and status page; see `http`.
+    pub(super) http: Option<super::http::RawHttp>,
 }
 
 /// `[cluster]`.

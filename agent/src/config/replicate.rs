@@ -308,7 +308,7 @@ impl Converter<'_> {
     }
 
     /// The span of the `[name]` header, for errors about a key missing from that table.
-    fn table_header(&self, name: &str) -> std::ops::Range<usize> {
+    pub(super) fn table_header(&self, name: &str) -> std::ops::Range<usize> {
         let header = format!("[{name}]");
         self.source_text()
             .lines()

@@ -114,6 +114,10 @@ pub(crate) struct Driver {
     pub(crate) health: BTreeMap<String, Arc<StdMutex<DeviceHealth>>>,
     /// The ownership record writer's queue, started with the first record.
     pub(crate) persist_tx: Option<mpsc::Sender<Durable>>,
+    /// Histograms of fencing durations (`[http]`'s `/metrics`).
+    pub(crate) metrics: crate::metrics::Metrics,
+    /// The engine's recent events, for the status page.
+    pub(crate) recent: Arc<crate::recent::RecentEvents>,
 }
 
 /// Ownership records waiting to be written: the engine has at most a few in flight.
@@ -201,6 +205,16 @@ impl Driver {
             .map_or_else(|| id.to_string(), |n| n.name.clone())
     }
 
+    /// An engine event in words for the status page: its debug form with node ids replaced
+    /// by node names (`FenceStarted { target: beta, level: 0 }`).
+    fn describe(&self, e: &crate::engine::Event) -> String {
+        let mut text = format!("{e:?}");
+        for n in &self.config.nodes {
+            text = text.replace(&format!("NodeId({})", n.id.get()), &n.name);
+        }
+        text
+    }
+
     /// Runs a fencing level: every device of the level switches `target` off at once; the
     /// level succeeds only if every one confirms.
     pub(crate) fn fence(&mut self, target: NodeId, level: usize) {
@@ -236,6 +250,7 @@ impl Driver {
             .collect();
         let ledger_path = ledger::path(&self.state_dir);
         let results = self.results.clone();
+        let metrics = self.metrics.clone();
         self.tasks.spawn(async move {
             let started = Instant::now();
             let mut runs = JoinSet::new();
@@ -277,6 +292,7 @@ impl Driver {
                 entry.state = outcome.is_ok().then(|| "off".to_owned());
                 entry.ms = took.as_secs_f64() * 1000.0;
                 entry.error = outcome.as_ref().err().cloned();
+                metrics.fence_device_done(&device, outcome.is_ok(), took);
                 let path = ledger_path.clone();
                 let _ = tokio::task::spawn_blocking(move || {
                     if let Err(e) = ledger::append(&path, &entry) {
@@ -299,6 +315,7 @@ impl Driver {
             } else {
                 FenceOutcome::Failed(failures.join("; "))
             };
+            metrics.fence_level_done(&name, level, matches!(outcome, FenceOutcome::Off), started.elapsed());
             tracing::info!(event = "fence_level_done", peer = %name, level = level + 1, ms = entry_ms(started.elapsed()), ok = matches!(outcome, FenceOutcome::Off), "fencing level {} of {name}: {outcome:?}", level + 1);
             let _ = results
                 .send(Input::FenceResult {
@@ -720,8 +737,16 @@ impl Driver {
             Action::StartResource { index } => self.resource_action(index, true),
             Action::StopResource { index } => self.resource_action(index, false),
             Action::Persist(d) => self.persist(d),
-            Action::Alert(e) => tracing::warn!(event = "alert", "{e:?}"),
-            Action::Log(e) => tracing::info!(event = "decision", "{e:?}"),
+            Action::Alert(e) => {
+                tracing::warn!(event = "alert", "{e:?}");
+                self.recent
+                    .push(crate::recent::Severity::Alert, self.describe(&e));
+            }
+            Action::Log(e) => {
+                tracing::info!(event = "decision", "{e:?}");
+                self.recent
+                    .push(crate::recent::Severity::Info, self.describe(&e));
+            }
             // The caller handles these.
             Action::SendHeartbeat(_) | Action::FeedWatchdog | Action::StarveWatchdog { .. } => {}
         }
@@ -819,6 +844,8 @@ mod tests {
             resource_actions: Arc::default(),
             health: BTreeMap::new(),
             persist_tx: None,
+            metrics: crate::metrics::Metrics::default(),
+            recent: Arc::default(),
         }
     }
 

@@ -62,6 +62,9 @@ pub enum RuntimeError {
     /// The hardware watchdog could not be armed.
     #[error(transparent)]
     Watchdog(#[from] crate::watchdog::WatchdogSetupError),
+    /// The `[http]` listener could not be bound.
+    #[error(transparent)]
+    Http(#[from] crate::metrics::server::HttpError),
 }
 
 /// Everything the runtime needs, opened and checked.
@@ -72,6 +75,8 @@ pub struct Resources {
     links: Vec<OpenLink>,
     control: ControlListener,
     watchdog: crate::watchdog::NodeWatchdog,
+    /// The `[http]` listener and whether it serves the status page.
+    http: Option<(tokio::net::TcpListener, bool)>,
 }
 
 enum Transport {
@@ -155,6 +160,13 @@ impl Resources {
             });
         }
         let control = ControlListener::bind(&me.control_socket)?;
+        let http = match &config.http {
+            Some(h) => match h.listen_for(&me.name) {
+                Some(address) => Some((crate::metrics::server::bind(address)?, h.status_page)),
+                None => None,
+            },
+            None => None,
+        };
         // Last, so that nothing can fail after the watchdog is armed.
         let watchdog = crate::watchdog::NodeWatchdog::open(me)?;
         Ok(Self {
@@ -164,6 +176,7 @@ impl Resources {
             links,
             control,
             watchdog,
+            http,
         })
     }
 
@@ -182,6 +195,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         links,
         control,
         mut watchdog,
+        http,
     } = resources;
     let started = Instant::now();
     // Links and the control socket outlive a shutdown request until the group is handed over.
@@ -249,6 +263,25 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         .node(local)
         .map(|n| crate::fence::ledger::path(&n.state_dir));
     let (control_tx, mut control_rx) = mpsc::channel::<ControlRequest>(CONTROL_QUEUE);
+    let metrics = crate::metrics::Metrics::default();
+    let recent = Arc::new(crate::recent::RecentEvents::default());
+    if let Some((listener, status_page)) = http {
+        let ctx = crate::metrics::server::Context {
+            requests: control_tx.clone(),
+            metrics: metrics.clone(),
+            feed_gaps: watchdog.feeder().map(crate::watchdog::Feeder::gaps),
+            recent: recent.clone(),
+            status_page,
+        };
+        if let Ok(a) = listener.local_addr() {
+            tracing::info!(event = "http_listening", address = %a, status_page, "serving /metrics on http://{a}");
+        }
+        tasks.spawn(crate::metrics::server::serve(
+            listener,
+            ctx,
+            links_stop_rx.clone(),
+        ));
+    }
     tasks.spawn(control.serve(control_tx, links_stop_rx.clone()));
 
     let me = config
@@ -308,6 +341,8 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         resource_actions: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
         health: std::collections::BTreeMap::new(),
         persist_tx: None,
+        metrics: metrics.clone(),
+        recent,
     };
     driver.check_devices(Instant::now());
     tracing::info!(
@@ -483,6 +518,12 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                         crate::fence::unfence::auto_unfence(&config, &ledger, &name).await;
                     });
                 }
+            }
+            if let Transition::PeerDown { peer, silent_for } = &t {
+                let name = config
+                    .node(*peer)
+                    .map_or_else(|| peer.to_string(), |n| n.name.clone());
+                metrics.peer_detected_dead(&name, *silent_for);
             }
             log_transition(&config, &link_info, t);
         }

@@ -137,6 +137,8 @@ impl Feeder {
             feeds: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             max_gap_ns: AtomicU64::new(0),
+            gap_buckets: [const { AtomicU64::new(0) }; GAP_BUCKETS_NS.len() + 1],
+            gap_sum_ns: AtomicU64::new(0),
             last_error: Mutex::new(None),
         });
         let device = dog.name();
@@ -238,6 +240,11 @@ impl Feeder {
         }
     }
 
+    /// The distribution of gaps between successful feeds, for the metrics endpoint.
+    pub fn gaps(&self) -> FeedGaps {
+        FeedGaps(self.shared.clone())
+    }
+
     /// The last keepalive error not yet reported, for the main loop to log (the feeder thread
     /// itself never logs).
     pub fn take_error(&self) -> Option<String> {
@@ -263,6 +270,45 @@ impl Drop for Feeder {
             self.shared.wake.notify_all();
         }
         let _ = thread.join();
+    }
+}
+
+/// A read handle on the feeder's gap histogram: the time between two successful feeds,
+/// counted by the feeder thread itself into fixed buckets of atomics, so recording a gap never
+/// takes a lock or allocates (a scrape must not be able to delay a feed).
+#[derive(Debug, Clone)]
+pub struct FeedGaps(Arc<Shared>);
+
+/// The gap histogram at one instant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedGapSnapshot {
+    /// Per-bucket (not cumulative) counts by upper bound in seconds; the last bound is
+    /// `f64::MAX`, standing for +Inf.
+    pub buckets: Vec<(f64, u64)>,
+    /// Sum of all gaps, in seconds.
+    pub sum_seconds: f64,
+    /// Number of gaps.
+    pub count: u64,
+}
+
+impl FeedGaps {
+    /// Reads the histogram. Buckets are read one by one while the feeder may add to them, so
+    /// `count` is their sum as read rather than a separate counter: the two always agree.
+    pub fn snapshot(&self) -> FeedGapSnapshot {
+        let bounds = GAP_BUCKETS_NS
+            .iter()
+            .map(|ns| Duration::from_nanos(*ns).as_secs_f64())
+            .chain(std::iter::once(f64::MAX));
+        let buckets: Vec<(f64, u64)> = bounds
+            .zip(self.0.gap_buckets.iter())
+            .map(|(b, c)| (b, c.load(Ordering::Relaxed)))
+            .collect();
+        FeedGapSnapshot {
+            count: buckets.iter().map(|(_, c)| c).sum(),
+            buckets,
+            sum_seconds: Duration::from_nanos(self.0.gap_sum_ns.load(Ordering::Relaxed))
+                .as_secs_f64(),
+        }
     }
 }
 
@@ -298,6 +344,9 @@ struct Shared {
     feeds: AtomicU64,
     errors: AtomicU64,
     max_gap_ns: AtomicU64,
+    /// Gaps between feeds by bucket of [`GAP_BUCKETS_NS`], the last one past every bound.
+    gap_buckets: [AtomicU64; GAP_BUCKETS_NS.len() + 1],
+    gap_sum_ns: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -388,6 +437,14 @@ fn run(shared: &Shared, mut dog: Box<dyn Watchdog>, params: &FeederParams) -> Ou
                 if let Some(prev) = last_feed {
                     let gap = u64::try_from(now.duration_since(prev).as_nanos()).unwrap_or(0);
                     shared.max_gap_ns.fetch_max(gap, Ordering::Relaxed);
+                    let bucket = GAP_BUCKETS_NS
+                        .iter()
+                        .position(|b| gap <= *b)
+                        .unwrap_or(GAP_BUCKETS_NS.len());
+                    if let Some(c) = shared.gap_buckets.get(bucket) {
+                        c.fetch_add(1, Ordering::Relaxed);
+                    }
+                    shared.gap_sum_ns.fetch_add(gap, Ordering::Relaxed);
                 }
                 last_feed = Some(now);
             }
@@ -464,6 +521,29 @@ const PAGE_BYTES: usize = 4096;
 /// How often a starving feeder checks whether it was dropped; only the end of the agent waits
 /// on it.
 const PARK_WAKE: Duration = Duration::from_secs(1);
+/// Upper bounds, in nanoseconds, of the feed-gap histogram's buckets. The default feed interval
+/// is 1 s (a 10 s timeout fed ten times), so the buckets are finest just above it, where a
+/// loaded host's late feeds show first; the lowest bounds serve short intervals (10 ms in the
+/// feed-gap benchmark), and the top bounds reach the longest allowed timeouts, past which the
+/// host would have been reset.
+const GAP_BUCKETS_NS: [u64; 16] = [
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    750_000_000,
+    1_000_000_000,
+    1_100_000_000,
+    1_250_000_000,
+    1_500_000_000,
+    2_000_000_000,
+    3_000_000_000,
+    5_000_000_000,
+    10_000_000_000,
+    30_000_000_000,
+];
 
 #[cfg(test)]
 mod tests {
@@ -525,6 +605,28 @@ mod tests {
             Err(FeederError::Starving { .. })
         ));
         assert!(!fake.disarmed(), "a starving watchdog is never disarmed");
+    }
+
+    #[test]
+    fn feed_gaps_are_counted_into_buckets_that_agree_with_the_feeds() {
+        let fake = FakeWatchdog::new();
+        let (feeder, _) =
+            Feeder::start(Box::new(fake.clone()), params(20, 1000, None)).expect("start");
+        let _stop = keep_progressing(feeder.progress());
+        std::thread::sleep(Duration::from_millis(250));
+        let gaps = feeder.gaps();
+        drop(feeder);
+        let snap = gaps.snapshot();
+        let feeds = u64::try_from(fake.keepalives().len()).unwrap_or(0);
+        assert!(feeds >= 5, "only {feeds} feeds");
+        assert_eq!(snap.count, feeds - 1, "one gap between each two feeds");
+        assert_eq!(snap.buckets.len(), GAP_BUCKETS_NS.len() + 1);
+        assert_eq!(snap.buckets.last().map(|b| b.0), Some(f64::MAX));
+        // 20 ms gaps land in the (10 ms, 25 ms] bucket unless the machine stalled the thread.
+        let second = snap.buckets.get(1).map_or(0, |b| b.1);
+        assert!(second * 2 >= snap.count, "{snap:?}");
+        let mean = snap.sum_seconds / f64::from(u32::try_from(snap.count).unwrap_or(1));
+        assert!(mean > 0.015 && mean < 0.1, "mean gap {mean} s");
     }
 
     #[test]

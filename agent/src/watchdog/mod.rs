@@ -27,7 +27,8 @@ use drivers::watchdog::{self as wd, DeviceKind, Flags, Watchdog, WatchdogDevice,
 use crate::config::{Node, WatchdogConfig, WatchdogSelector};
 
 pub use feeder::{
-    set_realtime_priority, Feeder, FeederError, FeederParams, FeederStats, Progress, SetupReport,
+    set_realtime_priority, FeedGapSnapshot, FeedGaps, Feeder, FeederError, FeederParams,
+    FeederStats, Progress, SetupReport,
 };
 pub use systemd::Systemd;
 
