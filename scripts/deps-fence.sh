@@ -24,21 +24,7 @@ apt_install "${missing[@]}"
 
 # 2. The simulators in their own virtualenv, on Debian's python so no other interpreter is
 #    needed. pip is asked only when a pinned version is not already there.
-if [ -n "${WATCHKEEPER_TEST_VENV:-}" ]; then
-  venv=$WATCHKEEPER_TEST_VENV
-elif [ "$(id -u)" -eq 0 ]; then
-  venv=/opt/watchkeeper-test-venv
-else
-  venv=$HOME/.cache/watchkeeper-test-venv
-fi
-want=$(grep -E '^(sushy-tools|pymodbus)==' "$here/requirements-test.txt" | sort | tr '\n' ' ')
-have=$("$venv/bin/python" -c 'import importlib.metadata as m
-for p in ("pymodbus", "sushy-tools"): print(f"{p}=={m.version(p)}", end=" ")' 2>/dev/null || true)
-if [ "$have" != "$want" ]; then
-  echo "installing $want into $venv"
-  [ -x "$venv/bin/python" ] || /usr/bin/python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check -r "$here/requirements-test.txt"
-fi
+test_venv "$here/requirements-test.txt"
 
 command -v fence_ipmilan >/dev/null && command -v fence_redfish >/dev/null
 command -v fence_apc_snmp >/dev/null && command -v fence_ifmib >/dev/null
