@@ -29,6 +29,38 @@ use std::pin::Pin;
 
 use tokio::time::Instant;
 
+/// `start`, `stop` and `monitor` of an executor whose `do_start`, `do_stop` and `do_monitor`
+/// do the work and whose `logged(action, result)` counts and logs a failure: the same three
+/// bodies for every such executor, written once.
+macro_rules! logged_actions {
+    () => {
+        fn start(&mut self, deadline: Instant) -> $crate::resource::ResourceFuture<'_, ()> {
+            Box::pin(async move {
+                let result = self.do_start(deadline).await;
+                self.logged("start", result)
+            })
+        }
+
+        fn stop(&mut self, deadline: Instant) -> $crate::resource::ResourceFuture<'_, ()> {
+            Box::pin(async move {
+                let result = self.do_stop(deadline).await;
+                self.logged("stop", result)
+            })
+        }
+
+        fn monitor(
+            &mut self,
+            deadline: Instant,
+        ) -> $crate::resource::ResourceFuture<'_, $crate::resource::ResourceState> {
+            Box::pin(async move {
+                let result = self.do_monitor(deadline).await;
+                self.logged("monitor", result)
+            })
+        }
+    };
+}
+pub(crate) use logged_actions;
+
 /// What a monitor found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ResourceState {

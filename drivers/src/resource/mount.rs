@@ -37,7 +37,7 @@ use tokio::process::Command;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::{Resource, ResourceError, ResourceErrorKind, ResourceFuture, ResourceState};
+use super::{Resource, ResourceError, ResourceErrorKind, ResourceState};
 
 /// What to mount where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -613,26 +613,7 @@ impl Resource for MountResource {
         &self.name
     }
 
-    fn start(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_start(deadline).await;
-            self.logged("start", result)
-        })
-    }
-
-    fn stop(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_stop(deadline).await;
-            self.logged("stop", result)
-        })
-    }
-
-    fn monitor(&mut self, deadline: Instant) -> ResourceFuture<'_, ResourceState> {
-        Box::pin(async move {
-            let result = self.do_monitor(deadline).await;
-            self.logged("monitor", result)
-        })
-    }
+    super::logged_actions!();
 }
 
 /// A process holding a mount busy, and how.

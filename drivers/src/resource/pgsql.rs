@@ -1344,26 +1344,7 @@ impl Resource for PgsqlResource {
         Some(Arc::clone(&self.interrupt))
     }
 
-    fn start(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_start(deadline).await;
-            self.logged("start", result)
-        })
-    }
-
-    fn stop(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_stop(deadline).await;
-            self.logged("stop", result)
-        })
-    }
-
-    fn monitor(&mut self, deadline: Instant) -> ResourceFuture<'_, ResourceState> {
-        Box::pin(async move {
-            let result = self.do_monitor(deadline).await;
-            self.logged("monitor", result)
-        })
-    }
+    super::logged_actions!();
 
     /// On a node that does not hold the group, the Catalog is a streaming standby of the
     /// holder's: a former primary is rewound or re-cloned as configured (never started as a

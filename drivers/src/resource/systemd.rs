@@ -32,7 +32,7 @@ use tokio::io::AsyncReadExt as _;
 use tokio::process::Command;
 use tokio::time::Instant;
 
-use super::{Resource, ResourceError, ResourceErrorKind, ResourceFuture, ResourceState};
+use super::{Resource, ResourceError, ResourceErrorKind, ResourceState};
 
 /// Which unit, and which `systemctl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -361,26 +361,7 @@ impl Resource for SystemdResource {
         &self.name
     }
 
-    fn start(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_start(deadline).await;
-            self.logged("start", result)
-        })
-    }
-
-    fn stop(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_stop(deadline).await;
-            self.logged("stop", result)
-        })
-    }
-
-    fn monitor(&mut self, deadline: Instant) -> ResourceFuture<'_, ResourceState> {
-        Box::pin(async move {
-            let result = self.do_monitor(deadline).await;
-            self.logged("monitor", result)
-        })
-    }
+    super::logged_actions!();
 }
 
 /// Where Debian (and every merged-/usr distribution, through the `/bin` link) installs it.

@@ -44,7 +44,7 @@ use nix::sys::socket::{
 use tokio::io::unix::AsyncFd;
 use tokio::time::Instant;
 
-use super::{Resource, ResourceError, ResourceErrorKind, ResourceFuture, ResourceState};
+use super::{Resource, ResourceError, ResourceErrorKind, ResourceState};
 
 /// Which address on which interface.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -534,26 +534,7 @@ impl Resource for VipResource {
         &self.name
     }
 
-    fn start(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_start(deadline).await;
-            self.logged("start", result)
-        })
-    }
-
-    fn stop(&mut self, deadline: Instant) -> ResourceFuture<'_, ()> {
-        Box::pin(async move {
-            let result = self.do_stop(deadline).await;
-            self.logged("stop", result)
-        })
-    }
-
-    fn monitor(&mut self, deadline: Instant) -> ResourceFuture<'_, ResourceState> {
-        Box::pin(async move {
-            let result = self.do_monitor(deadline).await;
-            self.logged("monitor", result)
-        })
-    }
+    super::logged_actions!();
 }
 
 /// A route netlink socket, non-blocking under tokio.
