@@ -52,6 +52,8 @@ pub(super) fn convert_with(
     let failover = cx.failover(&raw.failover, &raw.node, timing.as_ref(), nodes.as_deref());
     let resources = cx.resources(&raw.resource, &raw.node);
     let replicate = cx.replicate(raw.replicate.as_ref(), &raw.node);
+    let journal = cx.journal(&raw.journal);
+    let alerts = cx.alerts(&raw.alert);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -65,6 +67,8 @@ pub(super) fn convert_with(
         failover,
         resources,
         replicate,
+        journal,
+        alerts,
     ) {
         (
             Some(cluster),
@@ -75,6 +79,8 @@ pub(super) fn convert_with(
             Some(failover),
             Some(resources),
             Some(replicate),
+            Some(journal),
+            Some(alerts),
         ) => Ok(Config {
             path: file.to_path_buf(),
             cluster,
@@ -85,6 +91,8 @@ pub(super) fn convert_with(
             failover,
             resources,
             replicate,
+            journal,
+            alerts,
         }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,

@@ -38,6 +38,12 @@ pub(super) struct RawConfig {
     pub(super) resource: Vec<super::resource::RawResource>,
     /// Director configuration replication; see `replicate`.
     pub(super) replicate: Option<super::replicate::RawReplicate>,
+    /// The decision journal; see `alert`.
+    #[serde(default)]
+    pub(super) journal: super::alert::RawJournal,
+    /// Alert recipients; see `alert`.
+    #[serde(default)]
+    pub(super) alert: Vec<super::alert::RawAlert>,
 }
 
 /// `[cluster]`.
