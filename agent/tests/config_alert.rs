@@ -187,7 +187,10 @@ fn a_good_file_gets_typed_alerts_and_journal() {
             host: "mail.example.org".to_owned(),
             port: 25,
             from: "wk@example.org".to_owned(),
-            to: vec!["ops@example.org".to_owned(), "backup@example.org".to_owned()],
+            to: vec![
+                "ops@example.org".to_owned(),
+                "backup@example.org".to_owned()
+            ],
         }
     );
     assert_eq!(c.alerts[1].timeout, DEFAULT_ALERT_TIMEOUT);

@@ -310,7 +310,17 @@ impl<'a> Namer<'a> {
             Action::StarveWatchdog { reason } => {
                 Part::new("starve_watchdog", format!("starve the watchdog: {reason}"))
             }
-            Action::Persist(d) => Part::new("persist", format!("persist epoch {}", d.epoch)),
+            Action::Persist(d) => Part::new(
+                "persist",
+                match d.voted {
+                    Some((e, c)) if e > d.epoch => format!(
+                        "persist epoch {} and the vote for {} at epoch {e}",
+                        d.epoch,
+                        self.node(c)
+                    ),
+                    _ => format!("persist epoch {}", d.epoch),
+                },
+            ),
         })
     }
 

@@ -181,7 +181,7 @@ impl JournalState {
                 )
             }
             Transition::PeerUp { peer } => {
-                let text = format!("{} heard again", namer.node(peer));
+                let text = format!("{} heard", namer.node(peer));
                 let recovered = self.down_peers.remove(&peer);
                 (
                     Part::new("peer_up", text.clone()),

@@ -1,0 +1,486 @@
+//! The decision journal, `watchkeeper history` and alerts on real processes: two `watchkeeper
+//! run` agents with IPMI fencing (ipmi_sim) elect a holder, the holder is killed with SIGKILL,
+//! the survivor fences it and takes over. Then, from outside the agents:
+//!
+//! - the survivor's journal (`journal.jsonl` in its state directory) holds the decisions: the
+//!   peer declared dead, the fence with its outcome and duration, the takeover and the starts;
+//! - `watchkeeper history` explains them in words, and `--json` / `--since` work;
+//! - a hook got the fence and failover alerts as JSON on stdin and `WATCHKEEPER_EVENT_*`
+//!   variables;
+//! - a real SMTP server (aiosmtpd, Debian's python3-aiosmtpd, installed by
+//!   scripts/deps-alerts.sh) on 127.0.0.1 received the failover mail, and only that (the
+//!   recipient filters on `events`);
+//! - an HTTP receiver on 127.0.0.1 (Python's http.server) got the webhook JSON;
+//! - a hook that hangs was killed at its 300 ms timeout, and the alerts after it still reached
+//!   the same hook.
+//!
+//! The SMTP server and the HTTP receiver are stopped by PID when the test ends.
+
+use std::fs;
+use std::io::Read as _;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use hwtests::agent::watchkeeper_bin;
+use hwtests::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use hwtests::pair::{Net, Pair, PairSpec, NAMES};
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+const INTERVAL: Duration = Duration::from_millis(100);
+const DEADTIME: Duration = Duration::from_millis(600);
+const WAIT: Duration = Duration::from_secs(20);
+/// Debian's interpreter, which has python3-aiosmtpd (another python3 may come first on PATH).
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+/// A resource that only keeps a state file per node.
+const RESOURCE_SCRIPT: &str = r#"#!/bin/sh
+action=$1; name=$2; node=$3; dir=$4
+state="$dir/$node-$name.state"
+case "$action" in
+  start) : > "$state" ;;
+  stop) rm -f "$state" ;;
+  status) [ -e "$state" ] || exit 3 ;;
+esac
+exit 0
+"#;
+
+/// Records each alert: its stdin and its WATCHKEEPER_EVENT_* environment.
+const RECORD_HOOK: &str = r#"#!/bin/sh
+out=$1
+base="$out/$WATCHKEEPER_EVENT_NODE-$WATCHKEEPER_EVENT_SEQUENCE"
+cat > "$base.json.tmp"
+env | grep '^WATCHKEEPER_EVENT_' | sort > "$base.env"
+mv "$base.json.tmp" "$base.json"
+"#;
+
+/// Hangs on a node's first alert (its PID is the hung process, thanks to exec), records the
+/// later ones.
+const HANGING_HOOK: &str = r#"#!/bin/sh
+out=$1
+if [ ! -e "$out/hung-$WATCHKEEPER_EVENT_NODE" ]; then
+  echo $$ > "$out/hung-$WATCHKEEPER_EVENT_NODE"
+  exec sleep 60
+fi
+cat > "$out/after-$WATCHKEEPER_EVENT_NODE-$WATCHKEEPER_EVENT_SEQUENCE.json"
+"#;
+
+/// Writes each POSTed body as one line, answers 204; writes its port to argv[1].
+const HTTP_RECEIVER: &str = r#"
+import http.server, sys
+port_file, out = sys.argv[1], sys.argv[2]
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        with open(out, "ab") as f:
+            f.write(body.strip() + b"\n")
+        self.send_response(204)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+with open(port_file + ".tmp", "w") as f:
+    f.write(str(server.server_address[1]))
+import os
+os.rename(port_file + ".tmp", port_file)
+server.serve_forever()
+"#;
+
+/// A server process the test started; stopped and reaped by PID on drop.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // Child::kill signals this child's PID only.
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free TCP port")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn smtp_sink(maildir: &Path) -> (Server, u16) {
+    let ok = Command::new(SYSTEM_PYTHON)
+        .args(["-c", "import aiosmtpd.handlers"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "aiosmtpd is missing: install it with scripts/deps-alerts.sh (python3-aiosmtpd)"
+    );
+    let port = free_tcp_port();
+    let child = Command::new(SYSTEM_PYTHON)
+        .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+        .args(["-c", "aiosmtpd.handlers.Mailbox"])
+        .arg(maildir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start aiosmtpd");
+    let server = Server(child);
+    wait_for("aiosmtpd listening", Duration::from_secs(10), || {
+        TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    (server, port)
+}
+
+fn http_receiver(dir: &Path) -> (Server, u16, PathBuf) {
+    let script = dir.join("receiver.py");
+    fs::write(&script, HTTP_RECEIVER).expect("receiver script");
+    let port_file = dir.join("receiver.port");
+    let out = dir.join("webhook.jsonl");
+    let child = Command::new(SYSTEM_PYTHON)
+        .arg(&script)
+        .arg(&port_file)
+        .arg(&out)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the HTTP receiver");
+    let server = Server(child);
+    wait_for("HTTP receiver port", Duration::from_secs(10), || {
+        port_file.exists()
+    });
+    let port: u16 = fs::read_to_string(&port_file)
+        .expect("port file")
+        .trim()
+        .parse()
+        .expect("port");
+    (server, port, out)
+}
+
+fn script(path: &Path, text: &str) {
+    fs::write(path, text).expect("script");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).expect("chmod");
+}
+
+fn watchkeeper(config: &Path, node: &str, args: &[&str]) -> Output {
+    Command::new(watchkeeper_bin().expect("watchkeeper binary"))
+        .args(args)
+        .args(["--node", node, "--config"])
+        .arg(config)
+        .output()
+        .expect("run watchkeeper")
+}
+
+fn holds_all(config: &Path, node: &str) -> bool {
+    let out = watchkeeper(config, node, &["resources", "--json"]);
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    r["holds"] == Value::Bool(true)
+        && r["resources"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["state"] == "running"))
+}
+
+/// Every JSON object in the files of `dir` whose names start with `prefix` and end in `.json`.
+fn recorded(dir: &Path, prefix: &str) -> Vec<(PathBuf, Value)> {
+    let mut out: Vec<(PathBuf, Value)> = fs::read_dir(dir)
+        .expect("hook dir")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix) && n.ends_with(".json"))
+        })
+        .filter_map(|p| {
+            let v = serde_json::from_str(&fs::read_to_string(&p).ok()?).ok()?;
+            Some((p, v))
+        })
+        .collect();
+    out.sort_by_key(|(_, v)| v["sequence"].as_u64());
+    out
+}
+
+fn mails(maildir: &Path) -> Vec<String> {
+    let Ok(rd) = fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
+    rd.filter_map(Result::ok)
+        .filter_map(|e| {
+            let mut s = String::new();
+            fs::File::open(e.path()).ok()?.read_to_string(&mut s).ok()?;
+            Some(s)
+        })
+        .collect()
+}
+
+#[test]
+fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
+    let bmcs = [
+        IpmiSim::start(&IpmiSimConfig::default()),
+        IpmiSim::start(&IpmiSimConfig::default()),
+    ];
+    let mut pair = Pair::new(PairSpec::new(
+        false,
+        Some(Net::Loopback4),
+        INTERVAL,
+        DEADTIME,
+    ))
+    .expect("pair");
+    let dir = pair.dir().to_path_buf();
+    let hooks = dir.join("hooks");
+    fs::create_dir(&hooks).expect("hook dir");
+    script(&dir.join("res.sh"), RESOURCE_SCRIPT);
+    script(&dir.join("record.sh"), RECORD_HOOK);
+    script(&dir.join("hang.sh"), HANGING_HOOK);
+    let maildir = dir.join("maildir");
+    let (_smtp, smtp_port) = smtp_sink(&maildir);
+    let (_http, http_port, webhook_out) = http_receiver(&dir);
+
+    let mut text = fs::read_to_string(&pair.config).expect("config");
+    for name in NAMES {
+        let line = format!("name = \"{name}\"\n");
+        text = text.replace(&line, &format!("{line}fencing = [[\"ipmi-{name}\"]]\n"));
+    }
+    text.push_str("\n[failover]\nfence_delay = \"300ms\"\nstartup_timeout = \"3s\"\n");
+    for (i, name) in NAMES.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
+             address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
+             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
+            bmcs[i].address()
+        ));
+    }
+    let (d, h) = (dir.display(), hooks.display());
+    for res in ["storage", "catalog"] {
+        text.push_str(&format!(
+            "\n[[resource]]\nname = \"{res}\"\ntype = \"script\"\n\
+             start = [\"{d}/res.sh\", \"start\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             stop = [\"{d}/res.sh\", \"stop\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             status = [\"{d}/res.sh\", \"status\", \"{res}\", \"{{node}}\", \"{d}\"]\n\
+             monitor_interval = \"1s\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\n[journal]\nmax_size = \"1MiB\"\nkeep = 2\n\
+         \n[[alert]]\nname = \"record\"\nkind = \"hook\"\ncommand = [\"{d}/record.sh\", \"{h}\"]\n\
+         \n[[alert]]\nname = \"hang\"\nkind = \"hook\"\ncommand = [\"{d}/hang.sh\", \"{h}\"]\ntimeout = \"300ms\"\n\
+         \n[[alert]]\nname = \"mail\"\nkind = \"smtp\"\nrelay = \"127.0.0.1:{smtp_port}\"\n\
+         from = \"watchkeeper@pairtest.invalid\"\nto = [\"ops@pairtest.invalid\"]\nevents = [\"failover\"]\n\
+         \n[[alert]]\nname = \"web\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:{http_port}/alerts\"\n"
+    ));
+    fs::write(&pair.config, text).expect("config");
+    let config = pair.config.clone();
+    pair.start(0).expect("start alpha");
+    pair.start(1).expect("start beta");
+
+    let mut first = None;
+    wait_for("a holder with every resource running", WAIT, || {
+        first = (0..2).find(|&i| holds_all(&config, NAMES[i]));
+        first.is_some()
+    });
+    let first = first.unwrap_or(0);
+    let survivor = 1 - first;
+    let (dead, live) = (NAMES[first], NAMES[survivor]);
+
+    // The holder crashes; the survivor fences it through its BMC and takes over.
+    pair.agent(first)
+        .kill(Signal::SIGKILL)
+        .expect("kill holder");
+    wait_for("the survivor holding the group", WAIT, || {
+        holds_all(&config, live)
+    });
+    assert!(!bmcs[first].power_on(), "{dead} was powered off by its BMC");
+
+    // 1. The journal holds the decisions, one JSON object per line.
+    let journal = dir.join(format!("{live}-state/journal.jsonl"));
+    let lines: Vec<Value> = fs::read_to_string(&journal)
+        .expect("journal")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let has = |pred: &dyn Fn(&Value) -> bool| lines.iter().any(pred);
+    let kinds = |v: &Value, key: &str| -> Vec<String> {
+        v[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p["kind"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        lines.iter().all(|l| l["node"] == live
+            && l["time"].is_string()
+            && l["epoch"].is_u64()
+            && l["cause"]["kind"].is_string()),
+        "{lines:#?}"
+    );
+    assert!(
+        has(&|l| kinds(l, "events").contains(&"peer_down".to_owned())),
+        "no line declares {dead} dead: {lines:#?}"
+    );
+    assert!(
+        has(
+            &|l| kinds(l, "events").contains(&"fence_started".to_owned())
+                && kinds(l, "actions").contains(&"fence".to_owned())
+        ),
+        "no line fences {dead}: {lines:#?}"
+    );
+    let fenced = lines
+        .iter()
+        .find(|l| l["cause"]["kind"] == "fence_result")
+        .unwrap_or_else(|| panic!("no fence result: {lines:#?}"));
+    assert_eq!(fenced["cause"]["fields"]["target"], dead);
+    assert_eq!(fenced["cause"]["fields"]["outcome"], "off");
+    assert!(
+        fenced["cause"]["fields"]["ms"].as_u64().is_some(),
+        "{fenced}"
+    );
+    assert!(
+        has(&|l| kinds(l, "events").contains(&"holding".to_owned())
+            && kinds(l, "actions").contains(&"start".to_owned())),
+        "no takeover line: {lines:#?}"
+    );
+
+    // 2. history explains it in words.
+    let out = watchkeeper(&config, live, &["history"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let story = String::from_utf8_lossy(&out.stdout).into_owned();
+    for needle in [
+        format!("declared {dead} dead (no frame for "),
+        format!("fenced {dead} via ipmi-{dead} (ipmi) level 1 (off confirmed in "),
+        format!("takeover allowed: {dead} fenced by level 1"),
+        "took over the group at epoch".to_owned(),
+        "start storage".to_owned(),
+        "storage started -> start catalog".to_owned(),
+    ] {
+        assert!(
+            story.contains(&needle),
+            "history lacks {needle:?}:\n{story}"
+        );
+    }
+    let out = watchkeeper(&config, live, &["history", "--json", "--since", "1h"]);
+    let json_lines = String::from_utf8_lossy(&out.stdout).lines().count();
+    // Lines may have been added since the file was read, never removed.
+    assert!(json_lines >= lines.len(), "--json prints every stored line");
+    let out = watchkeeper(&config, live, &["history", "--since", "2999-01-01"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("no decisions recorded"),
+        "{out:?}"
+    );
+    eprintln!("history of {live}:\n{story}");
+
+    // 3. The hook got the fence and failover alerts, JSON on stdin, facts in the environment.
+    let prefix = format!("{live}-");
+    wait_for("the hook's failover alert", WAIT, || {
+        recorded(&hooks, &prefix)
+            .iter()
+            .any(|(_, v)| v["kind"] == "failover")
+    });
+    let alerts = recorded(&hooks, &prefix);
+    let (fence_path, fence) = alerts
+        .iter()
+        .find(|(_, v)| v["kind"] == "fence" && v["outcome"] == "off")
+        .unwrap_or_else(|| panic!("no fence alert: {alerts:#?}"));
+    assert_eq!(fence["target"], dead);
+    assert_eq!(fence["node"], live);
+    assert_eq!(fence["cluster"], "pairtest");
+    let took = fence["duration_ms"].as_u64().expect("duration_ms");
+    let env = fs::read_to_string(fence_path.with_extension("env")).expect("env file");
+    for var in [
+        "WATCHKEEPER_EVENT_KIND=fence".to_owned(),
+        format!("WATCHKEEPER_EVENT_TARGET={dead}"),
+        format!("WATCHKEEPER_EVENT_NODE={live}"),
+        "WATCHKEEPER_EVENT_OUTCOME=off".to_owned(),
+        format!("WATCHKEEPER_EVENT_DURATION_MS={took}"),
+    ] {
+        assert!(env.lines().any(|l| l == var), "{var} missing:\n{env}");
+    }
+    let (_, failover) = alerts
+        .iter()
+        .find(|(_, v)| v["kind"] == "failover")
+        .expect("failover alert");
+    assert_eq!(failover["target"], dead);
+    assert!(
+        failover["epoch"].as_u64().is_some_and(|e| e > 0),
+        "{failover}"
+    );
+    assert!(
+        alerts
+            .iter()
+            .any(|(_, v)| v["kind"] == "peer" && v["outcome"] == "down"),
+        "{alerts:#?}"
+    );
+    eprintln!("fence of {dead}: off confirmed in {took} ms (alert)");
+
+    // 4. The relay got the failover mail and nothing else (events = ["failover"]).
+    wait_for("the failover mail", WAIT, || {
+        mails(&maildir)
+            .iter()
+            .any(|m| m.contains(&format!("failover on {live}: {dead}")))
+    });
+    let all = mails(&maildir);
+    assert!(
+        all.iter().all(|m| m.contains("] failover on ")),
+        "only failovers are mailed: {all:#?}"
+    );
+    let mail = all
+        .iter()
+        .find(|m| m.contains(&format!("failover on {live}")))
+        .expect("mail");
+    assert!(mail.contains("To: ops@pairtest.invalid"), "{mail}");
+    assert!(mail.contains("\"kind\": \"failover\""), "{mail}");
+
+    // 5. The webhook got the same alerts as JSON.
+    wait_for("the webhook's failover alert", WAIT, || {
+        fs::read_to_string(&webhook_out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .any(|v| v["kind"] == "failover" && v["node"] == live)
+    });
+    let posted: Vec<Value> = fs::read_to_string(&webhook_out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        posted
+            .iter()
+            .any(|v| v["kind"] == "fence" && v["target"] == dead && v["node"] == live),
+        "{posted:#?}"
+    );
+
+    // 6. The hanging hook was killed at its timeout and still got the later alerts.
+    let hung: i32 = fs::read_to_string(hooks.join(format!("hung-{live}")))
+        .expect("the hanging hook ran")
+        .trim()
+        .parse()
+        .expect("pid");
+    wait_for("the hung hook gone", Duration::from_secs(5), || {
+        !Path::new(&format!("/proc/{hung}")).exists()
+    });
+    wait_for("alerts after the hung one", WAIT, || {
+        recorded(&hooks, &format!("after-{live}-"))
+            .iter()
+            .any(|(_, v)| v["kind"] == "failover")
+    });
+    let log = fs::read_to_string(pair.log(survivor)).expect("survivor log");
+    assert!(
+        log.lines().any(|l| l.contains("\"event\":\"alert_failed\"")
+            && l.contains("\"alert\":\"hang\"")
+            && l.contains("no answer within 300 ms; killed")),
+        "no timeout logged for the hanging hook"
+    );
+}
