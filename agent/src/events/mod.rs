@@ -394,6 +394,166 @@ const ALERT_QUEUE: usize = 64;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::AlertKind;
+
+    fn hook_config(dir: &std::path::Path, body: &str, timeout: Duration) -> AlertConfig {
+        let path = dir.join("hook.sh");
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("hook");
+        std::os::unix::fs::PermissionsExt::set_mode(
+            &mut std::fs::metadata(&path).expect("stat").permissions(),
+            0o755,
+        );
+        let mut perms = std::fs::metadata(&path).expect("stat").permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+        std::fs::set_permissions(&path, perms).expect("chmod");
+        AlertConfig {
+            name: "h".to_owned(),
+            kind: AlertKind::Hook {
+                command: vec![path.display().to_string(), dir.display().to_string()],
+            },
+            timeout,
+            events: Vec::new(),
+        }
+    }
+
+    fn alert(kind: &str) -> Alert {
+        Alert {
+            kind: kind.to_owned(),
+            time: rfc3339(0),
+            unix_ms: 0,
+            cluster: "c".to_owned(),
+            node: "beta".to_owned(),
+            sequence: 7,
+            target: Some("alpha".to_owned()),
+            epoch: 3,
+            outcome: Some("off".to_owned()),
+            duration_ms: Some(310),
+            message: "fenced alpha".to_owned(),
+            details: Value::Null,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hook_gets_the_alert_on_stdin_and_in_its_environment() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = hook_config(
+            dir.path(),
+            "cat > \"$1/in.json\"; env | grep ^WATCHKEEPER_EVENT_ > \"$1/env\"",
+            Duration::from_secs(5),
+        );
+        let sink = deliver::Sink::new(&c, "beta").expect("sink");
+        sink.deliver(&alert("fence")).await.expect("delivered");
+        let got: Alert = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join("in.json")).expect("stdin"),
+        )
+        .expect("json");
+        assert_eq!(got, alert("fence"));
+        let env = std::fs::read_to_string(dir.path().join("env")).expect("env");
+        for var in [
+            "WATCHKEEPER_EVENT_KIND=fence",
+            "WATCHKEEPER_EVENT_TARGET=alpha",
+            "WATCHKEEPER_EVENT_EPOCH=3",
+            "WATCHKEEPER_EVENT_OUTCOME=off",
+            "WATCHKEEPER_EVENT_DURATION_MS=310",
+            "WATCHKEEPER_EVENT_SEQUENCE=7",
+        ] {
+            assert!(env.lines().any(|l| l == var), "{var} missing in {env}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_hook_is_an_error_with_its_status_and_stderr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = hook_config(
+            dir.path(),
+            "echo 'pager down' >&2; exit 3",
+            Duration::from_secs(5),
+        );
+        let sink = deliver::Sink::new(&c, "beta").expect("sink");
+        let e = sink.deliver(&alert("fence")).await.expect_err("exit 3");
+        let text = e.to_string();
+        assert!(
+            text.contains("exit status: 3") && text.contains("pager down"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_hanging_hook_and_its_children_are_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // The shell waits for a child: both must go, the child by its process group.
+        let c = hook_config(
+            dir.path(),
+            "sleep 30 & echo $! > \"$1/child\"; echo $$ > \"$1/shell\"; wait",
+            Duration::from_millis(300),
+        );
+        let sink = deliver::Sink::new(&c, "beta").expect("sink");
+        let t = std::time::Instant::now();
+        let e = sink.deliver(&alert("fence")).await.expect_err("hangs");
+        assert!(
+            e.to_string().contains("no answer within 300 ms; killed"),
+            "{e}"
+        );
+        eprintln!("hung hook returned after {:?}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        for who in ["shell", "child"] {
+            let pid = std::fs::read_to_string(dir.path().join(who)).expect("pid");
+            let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+            // The shell is reaped by the sink; the orphaned child by init, so allow a moment.
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            while proc.exists() && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let state = std::fs::read_to_string(proc.join("stat")).unwrap_or_default();
+            assert!(
+                !proc.exists() || state.contains(") Z"),
+                "{who} still runs: {state}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_drops_and_counts_without_blocking() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = crate::config::load_for_simulation(&{
+            let p = dir.path().join("wk.toml");
+            std::fs::write(
+                &p,
+                "[cluster]\nname = \"t\"\nkey_file = \"k\"\n[[link]]\nname = \"l\"\nkind = \"udp\"\n\
+                 [[node]]\nid = 1\nname = \"a\"\nlinks.l = { address = \"127.0.0.1:1\" }\n\
+                 [[node]]\nid = 2\nname = \"b\"\nlinks.l = { address = \"127.0.0.1:2\" }\n",
+            )
+            .expect("config");
+            p
+        })
+        .expect("config");
+        config.alerts = vec![hook_config(dir.path(), "sleep 30", Duration::from_secs(1))];
+        config.journal.path = Some(dir.path().join("journal.jsonl"));
+        let node = config.nodes[0].clone();
+        let (reporter, workers) = Reporter::start(&config, &node);
+        let t = std::time::Instant::now();
+        let n = u64::try_from(ALERT_QUEUE).expect("small") + 10;
+        for _ in 0..n {
+            reporter.alert(AlertBody {
+                kind: "link",
+                message: "x".to_owned(),
+                ..AlertBody::default()
+            });
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+        // One is being delivered (hanging), ALERT_QUEUE wait, the rest are dropped.
+        let dropped = reporter.counters().alerts_dropped.load(Ordering::Relaxed);
+        assert!((9..=10).contains(&dropped), "{dropped} dropped");
+        drop(reporter);
+        // Shutdown is bounded even with a queue of hanging deliveries.
+        let t = std::time::Instant::now();
+        workers.finish(Duration::from_millis(300)).await;
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
 
     #[test]
     fn wall_times_format_as_rfc3339_utc() {
