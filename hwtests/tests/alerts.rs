@@ -12,7 +12,8 @@
 //!   recipient filters on `events`);
 //! - an HTTP receiver on 127.0.0.1 (Python's http.server) got the webhook JSON;
 //! - a hook that hangs was killed at its 300 ms timeout, and the alerts after it still reached
-//!   the same hook.
+//!   the same hook;
+//! - a fence device whose BMC goes away raises a `fence_device` alert from its background check.
 //!
 //! The SMTP server and the HTTP receiver are stopped by PID when the test ends.
 
@@ -225,7 +226,7 @@ fn mails(maildir: &Path) -> Vec<String> {
 
 #[test]
 fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
-    let bmcs = [
+    let mut bmcs = [
         IpmiSim::start(&IpmiSimConfig::default()),
         IpmiSim::start(&IpmiSimConfig::default()),
     ];
@@ -256,7 +257,8 @@ fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
         text.push_str(&format!(
             "\n[[fence_device]]\nname = \"ipmi-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
              address = \"{}\"\nusername = \"{DEFAULT_USER}\"\npassword = \"{DEFAULT_PASSWORD}\"\n\
-             cipher_suite = 3\ntimeout = \"5s\"\npoll_interval = \"50ms\"\n",
+             cipher_suite = 3\ntimeout = \"2s\"\npoll_interval = \"50ms\"\n\
+             monitor_interval = \"500ms\"\n",
             bmcs[i].address()
         ));
     }
@@ -476,6 +478,16 @@ fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
             .iter()
             .any(|(_, v)| v["kind"] == "failover")
     });
+    // 7. The dead node's BMC goes away: the survivor's background check reports it.
+    bmcs[first].stop();
+    wait_for("the fence device alert", WAIT, || {
+        recorded(&hooks, &prefix).iter().any(|(_, v)| {
+            v["kind"] == "fence_device"
+                && v["target"] == format!("ipmi-{dead}")
+                && v["outcome"] == "failing"
+        })
+    });
+
     let log = fs::read_to_string(pair.log(survivor)).expect("survivor log");
     assert!(
         log.lines().any(|l| l.contains("\"event\":\"alert_failed\"")

@@ -269,7 +269,11 @@ fn a_start_after_a_watchdog_reset_raises_an_alert_and_a_journal_line() {
     agent::watchdog::state::write_armed(&s.state_dir(), &armed).expect("armed record");
     let out = s.dir.path().join("alert.json");
     let hook = s.dir.path().join("hook.sh");
-    std::fs::write(&hook, "#!/bin/sh\ncat > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\n").expect("hook");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\n",
+    )
+    .expect("hook");
     std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let mut toml = std::fs::read_to_string(&s.config).expect("config");
     let _ = write!(
@@ -300,7 +304,9 @@ fn a_start_after_a_watchdog_reset_raises_an_alert_and_a_journal_line() {
     );
     let journal = std::fs::read_to_string(s.state_dir().join("journal.jsonl")).expect("journal");
     assert!(
-        journal.lines().any(|l| l.contains("\"kind\":\"watchdog_reboot\"")),
+        journal
+            .lines()
+            .any(|l| l.contains("\"kind\":\"watchdog_reboot\"")),
         "{journal}"
     );
     agent.stop().expect("stop");

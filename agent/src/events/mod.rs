@@ -399,10 +399,6 @@ mod tests {
     fn hook_config(dir: &std::path::Path, body: &str, timeout: Duration) -> AlertConfig {
         let path = dir.join("hook.sh");
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).expect("hook");
-        std::os::unix::fs::PermissionsExt::set_mode(
-            &mut std::fs::metadata(&path).expect("stat").permissions(),
-            0o755,
-        );
         let mut perms = std::fs::metadata(&path).expect("stat").permissions();
         std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
         std::fs::set_permissions(&path, perms).expect("chmod");
