@@ -496,3 +496,158 @@ fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
         "no timeout logged for the hanging hook"
     );
 }
+
+/// Receives journald's native protocol on a unix datagram socket and writes each record as one
+/// JSON object per line. A field is `KEY=value\n`, or `KEY\n`, a 64-bit little-endian length,
+/// the value and `\n` (systemd's "Native Journal Protocol").
+const JOURNALD_RECEIVER: &str = r#"
+import json, socket, struct, sys
+path, out = sys.argv[1], sys.argv[2]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(path)
+while True:
+    data = s.recv(1 << 20)
+    fields, i = {}, 0
+    while i < len(data):
+        nl = data.index(b"\n", i)
+        line = data[i:nl]
+        if b"=" in line:
+            k, v = line.split(b"=", 1)
+            i = nl + 1
+        else:
+            k = line
+            (n,) = struct.unpack("<Q", data[nl + 1:nl + 9])
+            v = data[nl + 9:nl + 9 + n]
+            i = nl + 9 + n + 1
+        fields[k.decode()] = v.decode("utf-8", "replace")
+    with open(out, "a") as f:
+        f.write(json.dumps(fields) + "\n")
+"#;
+
+/// Runs in a private mount namespace: a tmpfs over /run holds the journald socket, served by
+/// the receiver; then becomes the agent with JOURNAL_STREAM set, as systemd starts it.
+const JOURNALD_RUNNER: &str = r#"#!/bin/sh
+set -e
+receiver=$1; out=$2; pidfile=$3; shift 3
+mount -t tmpfs tmpfs /run
+mkdir -p /run/systemd/journal
+/usr/bin/python3 "$receiver" /run/systemd/journal/socket "$out" &
+echo $! > "$pidfile"
+i=0
+while [ ! -S /run/systemd/journal/socket ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i+1)); done
+JOURNAL_STREAM=8:12345 exec "$@"
+"#;
+
+#[test]
+fn under_systemd_log_records_reach_journald_with_watchkeeper_fields() {
+    if !nix::unistd::Uid::effective().is_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "this test needs root (a private mount namespace with its own journald socket)"
+        );
+        eprintln!(
+            "SKIPPED: not root: a private mount namespace with its own journald socket needs root"
+        );
+        return;
+    }
+    let pair = Pair::new(PairSpec::new(
+        false,
+        Some(Net::Loopback4),
+        INTERVAL,
+        DEADTIME,
+    ))
+    .expect("pair");
+    let dir = pair.dir().to_path_buf();
+    fs::write(dir.join("journald.py"), JOURNALD_RECEIVER).expect("receiver");
+    script(&dir.join("runner.sh"), JOURNALD_RUNNER);
+    let out = dir.join("journald.out");
+    let pidfile = dir.join("receiver.pid");
+    let bin = watchkeeper_bin().expect("watchkeeper binary");
+    let args: Vec<std::ffi::OsString> = vec![
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "/bin/sh".into(),
+        dir.join("runner.sh").into(),
+        dir.join("journald.py").into(),
+        out.clone().into(),
+        pidfile.clone().into(),
+        bin.into(),
+        "run".into(),
+        "--node".into(),
+        "alpha".into(),
+        "--config".into(),
+        pair.config.clone().into(),
+    ];
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+    // unshare and the runner exec into the agent: this PID is the agent's.
+    let mut agent = hwtests::agent::AgentProcess::spawn(
+        Path::new("/usr/bin/unshare"),
+        &args,
+        &dir.join("alpha.log"),
+    )
+    .expect("start the agent in its namespace");
+    let records = || -> Vec<Value> {
+        fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    };
+    let is_decision = |r: &Value| r["WATCHKEEPER_EVENT"] == "decision";
+    let found = {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if records().iter().any(is_decision) {
+                break true;
+            }
+            if Instant::now() >= deadline {
+                break false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    // The receiver first (by the PID it was started with), then the agent (on drop).
+    if let Some(pid) = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+    }
+    let _ = agent.stop();
+    let all = records();
+    assert!(
+        found,
+        "no decision record reached journald: {all:#?}\nstderr:\n{}",
+        agent.stderr_text()
+    );
+    let decision = all
+        .iter()
+        .find(|r| is_decision(r))
+        .expect("decision record");
+    assert_eq!(decision["SYSLOG_IDENTIFIER"], "watchkeeper", "{decision}");
+    assert!(
+        decision["WATCHKEEPER_EPOCH"]
+            .as_str()
+            .is_some_and(|e| e.parse::<u64>().is_ok()),
+        "{decision}"
+    );
+    assert!(decision["WATCHKEEPER_CAUSE"].is_string(), "{decision}");
+    assert!(
+        decision["MESSAGE"]
+            .as_str()
+            .is_some_and(|m| m.contains("transport up")),
+        "{decision}"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r["WATCHKEEPER_EVENT"] == "started" && r["WATCHKEEPER_NODE"] == "alpha"),
+        "{all:#?}"
+    );
+    assert!(
+        fs::read_to_string(dir.join("alpha.log"))
+            .unwrap_or_default()
+            .is_empty(),
+        "under journald nothing goes to stdout"
+    );
+}
