@@ -235,8 +235,10 @@ impl Reporter {
         self.inner.epoch.store(epoch, Ordering::Relaxed);
     }
 
-    /// Appends a decision to the journal (and logs it, which under systemd gives the journald
-    /// fields `WATCHKEEPER_EVENT`, `WATCHKEEPER_EPOCH`, ...).
+    /// Appends a line to the journal. A decision (a line with events or actions) is also
+    /// logged, which under systemd gives the journald fields `WATCHKEEPER_EVENT=decision`,
+    /// `WATCHKEEPER_EPOCH`, `WATCHKEEPER_CAUSE`; observations (links, peers) are logged where
+    /// they are made.
     pub fn journal(&self, epoch: u64, cause: Part, events: Vec<Part>, actions: Vec<Part>) {
         self.set_epoch(epoch);
         let (unix_ms, time) = now_wall();
@@ -249,13 +251,15 @@ impl Reporter {
             events,
             actions,
         };
-        tracing::info!(
-            event = "decision",
-            epoch,
-            cause = %entry.cause.kind,
-            "{}",
-            history::line_text(&entry)
-        );
+        if !entry.events.is_empty() || !entry.actions.is_empty() {
+            tracing::info!(
+                event = "decision",
+                epoch,
+                cause = %entry.cause.kind,
+                "{}",
+                history::line_text(&entry)
+            );
+        }
         let Some(tx) = &self.inner.journal else {
             return;
         };
