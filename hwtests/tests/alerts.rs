@@ -372,6 +372,22 @@ fn a_failover_is_journaled_explained_and_alerted_by_hook_mail_and_webhook() {
             "history lacks {needle:?}:\n{story}"
         );
     }
+    // ... and sums the failover up in one line.
+    let summary = story
+        .lines()
+        .find(|l| l.contains(&format!("{live} took over at epoch")))
+        .unwrap_or_else(|| panic!("no takeover summary:\n{story}"));
+    for needle in [
+        format!("declared {dead} dead (no frame for "),
+        format!(" -> fenced {dead} via ipmi-{dead} (ipmi) level 1 (off confirmed in "),
+        format!(" -> takeover allowed: {dead} fenced by level 1"),
+        "; started storage, catalog".to_owned(),
+    ] {
+        assert!(
+            summary.contains(&needle),
+            "summary lacks {needle:?}: {summary}"
+        );
+    }
     let out = watchkeeper(&config, live, &["history", "--json", "--since", "1h"]);
     let json_lines = String::from_utf8_lossy(&out.stdout).lines().count();
     // Lines may have been added since the file was read, never removed.

@@ -215,10 +215,20 @@ impl<'a> Namer<'a> {
                 "all_fencing_failed",
                 format!("every fencing level of {} failed", n(target)),
             ),
-            Event::TakeoverAllowed(ev) => Part::new(
-                "takeover_allowed",
-                format!("takeover allowed: {}", self.evidence(ev)),
-            ),
+            Event::TakeoverAllowed(ev) => {
+                let previous = match ev {
+                    Evidence::FenceConfirmed { target, .. }
+                    | Evidence::SelfFenceElapsed { target } => Some(n(target)),
+                    Evidence::HandoverAcked { from, .. } => Some(n(from)),
+                    Evidence::NotHolding { node } => Some(n(node)),
+                    Evidence::NoPriorHolder => None,
+                };
+                Part::new(
+                    "takeover_allowed",
+                    format!("takeover allowed: {}", self.evidence(ev)),
+                )
+                .with(json!({ "previous": previous }))
+            }
             Event::Holding { epoch } => {
                 Part::new("holding", format!("took over the group at epoch {epoch}"))
                     .with(json!({ "epoch": epoch }))

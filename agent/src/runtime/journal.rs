@@ -94,7 +94,21 @@ impl JournalState {
                 other => parts.extend(namer.action(other)),
             }
         }
-        if events.is_empty() && parts.is_empty() {
+        // Results of what the engine asked for and operator commands are always part of the
+        // story (the last resource started, a confirmation); ticks, frames and link changes
+        // only when they led somewhere.
+        let answer = matches!(
+            cause,
+            Some(
+                Input::FenceResult { .. }
+                    | Input::VerifyResult { .. }
+                    | Input::ResourceResult { .. }
+                    | Input::MonitorFailed { .. }
+                    | Input::Persisted(_)
+                    | Input::Command(_)
+            )
+        );
+        if events.is_empty() && parts.is_empty() && !answer {
             return;
         }
         let mut event_parts = Vec::new();
