@@ -158,7 +158,13 @@ impl<'a> Namer<'a> {
             ),
             Input::Persisted(d) => Part::new(
                 "persisted",
-                format!("epoch {} on disk", d.epoch),
+                match d.voted {
+                    Some((e, c)) if e > d.epoch => {
+                        format!("vote for {} at epoch {e} on disk", self.node(c))
+                    }
+                    _ => format!("epoch {} on disk", d.epoch),
+                },
+            ),
             ),
             Input::Command(c) => Part::new("command", format!("operator: {c:?}")),
         }
