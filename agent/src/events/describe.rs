@@ -165,7 +165,6 @@ impl<'a> Namer<'a> {
                     _ => format!("epoch {} on disk", d.epoch),
                 },
             ),
-            ),
             Input::Command(c) => Part::new("command", format!("operator: {c:?}")),
         }
     }
