@@ -76,6 +76,10 @@ port_file, out = sys.argv[1], sys.argv[2]
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/fail":
+            self.send_response(500)
+            self.end_headers()
+            return
         with open(out, "ab") as f:
             f.write(body.strip() + b"\n")
         self.send_response(204)
@@ -83,6 +87,11 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+if len(sys.argv) > 4:
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
 with open(port_file + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
 import os
@@ -143,6 +152,11 @@ fn smtp_sink(maildir: &Path) -> (Server, u16) {
 }
 
 fn http_receiver(dir: &Path) -> (Server, u16, PathBuf) {
+    receiver(dir, None)
+}
+
+/// The receiver, over HTTPS with `tls` (certificate, key) when given.
+fn receiver(dir: &Path, tls: Option<(&Path, &Path)>) -> (Server, u16, PathBuf) {
     let script = dir.join("receiver.py");
     fs::write(&script, HTTP_RECEIVER).expect("receiver script");
     let port_file = dir.join("receiver.port");
@@ -151,6 +165,7 @@ fn http_receiver(dir: &Path) -> (Server, u16, PathBuf) {
         .arg(&script)
         .arg(&port_file)
         .arg(&out)
+        .args(tls.map(|(c, k)| [c, k]).into_iter().flatten())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -665,5 +680,103 @@ fn under_systemd_log_records_reach_journald_with_watchkeeper_fields() {
             .unwrap_or_default()
             .is_empty(),
         "under journald nothing goes to stdout"
+    );
+}
+
+/// A self-signed certificate for 127.0.0.1, made with openssl, as (certificate, key).
+fn certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "openssl could not make a certificate (scripts/deps-fence.sh installs it)"
+    );
+    (cert, key)
+}
+
+#[tokio::test]
+async fn an_https_webhook_is_checked_against_its_ca_file_and_a_failure_status_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = certificate(dir.path(), "server");
+    let (other, _) = certificate(dir.path(), "other");
+    let (_server, port, out) = receiver(dir.path(), Some((&cert, &key)));
+    let sink = |path: &str, ca: &Path| {
+        agent::events::deliver::Sink::new(
+            &agent::config::AlertConfig {
+                name: "web".to_owned(),
+                kind: agent::config::AlertKind::Webhook {
+                    url: format!("https://127.0.0.1:{port}{path}"),
+                    ca_file: Some(ca.to_owned()),
+                },
+                timeout: Duration::from_secs(5),
+                events: Vec::new(),
+            },
+            "beta",
+        )
+        .expect("sink")
+    };
+    let alert = agent::events::Alert {
+        kind: "failover".to_owned(),
+        time: agent::events::rfc3339(0),
+        unix_ms: 0,
+        cluster: "pairtest".to_owned(),
+        node: "beta".to_owned(),
+        sequence: 1,
+        target: Some("alpha".to_owned()),
+        epoch: 7,
+        outcome: Some("holding".to_owned()),
+        duration_ms: None,
+        message: "took over".to_owned(),
+        details: Value::Null,
+    };
+    sink("/alerts", &cert)
+        .deliver(&alert)
+        .await
+        .expect("delivered over HTTPS");
+    let got: Value = serde_json::from_str(
+        fs::read_to_string(&out)
+            .expect("received")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("json");
+    assert_eq!(got["kind"], "failover");
+    assert_eq!(got["epoch"], 7);
+    let e = sink("/alerts", &other)
+        .deliver(&alert)
+        .await
+        .expect_err("a certificate the CA file does not vouch for");
+    assert!(
+        e.to_string()
+            .starts_with(&format!("webhook https://127.0.0.1:{port}/alerts"))
+            && e.to_string().contains("certificate"),
+        "{e}"
+    );
+    let e = sink("/fail", &cert)
+        .deliver(&alert)
+        .await
+        .expect_err("HTTP 500");
+    assert!(e.to_string().ends_with("HTTP 500"), "{e}");
+    assert_eq!(
+        fs::read_to_string(&out).expect("received").lines().count(),
+        1
     );
 }

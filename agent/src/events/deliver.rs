@@ -77,14 +77,13 @@ pub enum DeliverError {
         #[source]
         source: lettre::transport::smtp::Error,
     },
-    /// The webhook could not be reached.
-    #[error("webhook {url}: {source}")]
+    /// The webhook could not be reached (refused, TLS, timeout of the exchange).
+    #[error("webhook {url}: {reason}")]
     Http {
         /// The URL.
         url: String,
-        /// What reqwest said.
-        #[source]
-        source: reqwest::Error,
+        /// What reqwest said, with its causes (the TLS error is only in the chain).
+        reason: String,
     },
     /// The webhook answered with a non-success status.
     #[error("webhook {url}: HTTP {status}")]
@@ -215,9 +214,9 @@ impl Sink {
                         url: url.clone(),
                         status: r.status().as_u16(),
                     }),
-                    Ok(Err(source)) => Err(DeliverError::Http {
+                    Ok(Err(e)) => Err(DeliverError::Http {
                         url: url.clone(),
-                        source,
+                        reason: error_chain(&e),
                     }),
                     Err(_) => Err(DeliverError::TimedOut {
                         what: format!("webhook {url}"),
@@ -364,6 +363,20 @@ fn mail(alert: &Alert, from: &str, to: &[String]) -> Result<Message, String> {
         builder = builder.to(t.parse().map_err(|e| format!("to {t}: {e}"))?);
     }
     builder.body(body).map_err(|e| e.to_string())
+}
+
+/// `e` and its sources, `: `-separated.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    // A source chain is short; the bound only guards against a cyclic one.
+    for _ in 0..8 {
+        let Some(s) = source else { break };
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn ms(d: Duration) -> u64 {
