@@ -30,6 +30,9 @@ pub(super) struct JournalState {
     /// about coming up (not every link's first frame after start).
     down_links: BTreeSet<(NodeId, u8)>,
     down_peers: BTreeSet<NodeId>,
+    /// The last split-brain alert, by (node, epoch): a stale holder's every frame is an event
+    /// until it is fenced, but one alert per claim (repeated after a while) is the news.
+    last_split_brain: Option<((NodeId, u64), Instant)>,
 }
 
 impl JournalState {
@@ -124,6 +127,16 @@ impl JournalState {
                 _ => {}
             }
             event_parts.push(part);
+            if let Event::StaleHolder { node, epoch } = e {
+                let key = (*node, *epoch);
+                let repeat = self
+                    .last_split_brain
+                    .is_some_and(|(k, at)| k == key && at.elapsed() < SPLIT_BRAIN_REPEAT);
+                if repeat {
+                    continue;
+                }
+                self.last_split_brain = Some((key, Instant::now()));
+            }
             if let Some(alert) = namer.alert_for(e, self.evidence.as_ref()) {
                 reporter.alert(alert);
             }
@@ -269,3 +282,8 @@ fn silence(namer: &Namer<'_>, liveness: &Liveness, peer: NodeId) -> Option<Strin
         links.join(", ")
     ))
 }
+
+/// A stale holder claiming the same epoch is alerted again after this: often enough that a
+/// claim that persists (its fencing keeps failing) is not forgotten, rarely enough that its
+/// heartbeats do not flood the recipients.
+const SPLIT_BRAIN_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
