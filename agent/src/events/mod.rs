@@ -108,9 +108,11 @@ pub struct AlertBody {
     pub details: Value,
 }
 
-/// Drops so far, for status and tests.
+/// What the reporter did so far, for status and tests.
 #[derive(Debug, Default)]
 pub struct Counters {
+    /// Alerts raised (before any recipient's filter).
+    pub alerts_raised: AtomicU64,
     /// Journal lines dropped because the writer's queue was full or gone.
     pub journal_dropped: AtomicU64,
     /// Alerts dropped because a recipient's queue was full or gone.
@@ -281,6 +283,10 @@ impl Reporter {
     /// Sends an alert to every recipient that wants its kind.
     pub fn alert(&self, body: AlertBody) {
         let (unix_ms, time) = now_wall();
+        self.inner
+            .counters
+            .alerts_raised
+            .fetch_add(1, Ordering::Relaxed);
         let alert = Arc::new(Alert {
             kind: body.kind.to_owned(),
             time,

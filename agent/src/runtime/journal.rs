@@ -287,3 +287,98 @@ fn silence(namer: &Namer<'_>, liveness: &Liveness, peer: NodeId) -> Option<Strin
 /// claim that persists (its fencing keeps failing) is not forgotten, rarely enough that its
 /// heartbeats do not flood the recipients.
 const SPLIT_BRAIN_REPEAT: std::time::Duration = std::time::Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Durable;
+    use std::sync::atomic::Ordering;
+
+    fn config() -> Config {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wk.toml");
+        std::fs::write(
+            &path,
+            "[cluster]\nname = \"t\"\nkey_file = \"k\"\n[[link]]\nname = \"l\"\nkind = \"udp\"\n\
+             [[node]]\nid = 1\nname = \"a\"\nlinks.l = { address = \"127.0.0.1:1\" }\n\
+             [[node]]\nid = 2\nname = \"b\"\nlinks.l = { address = \"127.0.0.1:2\" }\n",
+        )
+        .expect("config");
+        crate::config::load_for_simulation(&path).expect("config")
+    }
+
+    #[test]
+    fn a_stale_holder_is_alerted_once_per_claim_not_per_heartbeat() {
+        let c = config();
+        let (me, peer) = (NodeId::new(1).expect("id"), NodeId::new(2).expect("id"));
+        let engine = Engine::new(
+            c.engine_config(me, Vec::new()),
+            Durable::default(),
+            1,
+            7,
+            Instant::now(),
+        );
+        let liveness = Liveness::new(c.timing.deadtime, [(peer, vec![0])]);
+        let reporter = Reporter::disabled("a");
+        let raised = || reporter.counters().alerts_raised.load(Ordering::Relaxed);
+        let mut j = JournalState::default();
+        let stale = |epoch| {
+            let e = Event::StaleHolder { node: peer, epoch };
+            [Action::Log(e.clone()), Action::Alert(e)]
+        };
+        for _ in 0..5 {
+            j.record(&c, &reporter, &engine, &liveness, &stale(3));
+        }
+        assert_eq!(raised(), 1, "one alert for five frames of the same claim");
+        j.record(&c, &reporter, &engine, &liveness, &stale(4));
+        assert_eq!(raised(), 2, "a new claim is news");
+    }
+
+    #[test]
+    fn a_fence_result_raises_one_fence_alert_and_only_recoveries_raise_up_alerts() {
+        let c = config();
+        let (me, peer) = (NodeId::new(1).expect("id"), NodeId::new(2).expect("id"));
+        let engine = Engine::new(
+            c.engine_config(me, Vec::new()),
+            Durable::default(),
+            1,
+            7,
+            Instant::now(),
+        );
+        let liveness = Liveness::new(c.timing.deadtime, [(peer, vec![0])]);
+        let reporter = Reporter::disabled("a");
+        let raised = || reporter.counters().alerts_raised.load(Ordering::Relaxed);
+        let mut j = JournalState::default();
+        j.record(
+            &c,
+            &reporter,
+            &engine,
+            &liveness,
+            &[Action::Fence {
+                target: peer,
+                level: 0,
+            }],
+        );
+        assert_eq!(raised(), 0);
+        j.cause = Some(Input::FenceResult {
+            target: peer,
+            level: 0,
+            outcome: crate::engine::FenceOutcome::Off,
+        });
+        j.record(&c, &reporter, &engine, &liveness, &[]);
+        assert_eq!(raised(), 1, "the fence result");
+        assert!(j.fence_started.is_empty(), "its start time was used");
+        // A link's first frame after start is no news; its return after a loss is.
+        let up = Transition::LinkUp { peer, link: 0 };
+        j.transition(&c, &reporter, &engine, &[], &up);
+        assert_eq!(raised(), 1);
+        let down = Transition::LinkDown {
+            peer,
+            link: 0,
+            silent_for: std::time::Duration::from_millis(600),
+        };
+        j.transition(&c, &reporter, &engine, &[], &down);
+        j.transition(&c, &reporter, &engine, &[], &up);
+        assert_eq!(raised(), 3, "down, then up again");
+    }
+}
