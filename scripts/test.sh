@@ -24,6 +24,7 @@ bash scripts/deps-fence.sh  # fence-agents, xmllint, hyperfine and the Redfish e
 bash scripts/deps-resource.sh  # resource-agents, PostgreSQL, mkfs (takeover tests)
 bash scripts/deps-bacula.sh  # Bacula 9.6 Director, SD, FD, bconsole and the catalog scripts (Bacula end-to-end tests)
 bash scripts/deps-metrics.sh  # Chromium and the Python Prometheus parser (metrics endpoint and status page tests)
+bash scripts/deps-alerts.sh  # aiosmtpd, the SMTP server the alert tests mail to
 bash scripts/deps-qemu.sh  # qemu, busybox, the guest kernel and the musl target (watchdog QEMU test)
 if ! cargo nextest --version >/dev/null 2>&1; then
   say "installing cargo-nextest"

@@ -87,6 +87,23 @@ pub enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Explain what the agent decided and why, from its decision journal: who was declared
+    /// dead, fenced with which device and how fast, who took over at which epoch.
+    History {
+        /// Cluster configuration file (to find the journal).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Whose journal to read (default: this host's node).
+        #[arg(long)]
+        node: Option<String>,
+        /// Only decisions since then: 2026-11-29T01:00:00 (UTC), a date, or a duration ago such
+        /// as 30m, 2h or 7d.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print the journal's JSON lines as stored.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the resource group on this node: each resource's state, last action and monitor.
     Resources {
         /// Print JSON.
@@ -327,6 +344,12 @@ pub fn main(cli: Cli) -> u8 {
             keep,
         }),
         Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
+        Command::History {
+            config,
+            node,
+            since,
+            json,
+        } => history(&config, node.as_deref(), since.as_deref(), json),
         Command::Switchover {
             target,
             node,
@@ -356,10 +379,28 @@ pub fn main(cli: Cli) -> u8 {
     }
 }
 
-/// Sets up logging: human text, or JSON lines with event fields at the top level.
+/// Sets up logging: human text, or JSON lines with event fields at the top level; under
+/// systemd (`JOURNAL_STREAM` set and journald reachable) native journald records whose fields
+/// carry a `WATCHKEEPER_` prefix (`WATCHKEEPER_EVENT=decision`, `WATCHKEEPER_EPOCH=7`), so
+/// `journalctl WATCHKEEPER_EVENT=alert` finds every alert.
 pub fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Ok(layer) = tracing_journald::layer() {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            let layer = layer
+                .with_field_prefix(Some("WATCHKEEPER".to_owned()))
+                .with_syslog_identifier("watchkeeper".to_owned());
+            // Fails only when a subscriber is already set (tests), which then stays.
+            let _ = tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init();
+            return;
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);
@@ -477,6 +518,39 @@ fn ask(file: &Path, node: Option<&str>, request: &crate::control::Request) -> u8
             EXIT_UNAVAILABLE
         }
     }
+}
+
+fn history(file: &Path, node: Option<&str>, since: Option<&str>, json: bool) -> u8 {
+    // The journal's place is all that is needed: the cluster key need not be readable.
+    let config = match config::load_for_simulation(file) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return EXIT_CONFIG;
+        }
+    };
+    let me = match config.local_node(node) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("{}: {e}", file.display());
+            return EXIT_CONFIG;
+        }
+    };
+    let since_ms = match since {
+        None => None,
+        Some(s) => match crate::events::history::parse_since(s, crate::events::now_wall().0) {
+            Ok(ms) => Some(ms),
+            Err(e) => {
+                eprintln!("watchkeeper history: {e}");
+                return 2;
+            }
+        },
+    };
+    crate::events::history::print(
+        &config,
+        me,
+        &crate::events::history::HistoryArgs { since_ms, json },
+    )
 }
 
 fn resources(file: &Path, node: Option<&str>, json: bool) -> u8 {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod engine;
+pub mod events;
 pub mod fence;
 pub mod group;
 pub mod liveness;

@@ -75,7 +75,8 @@ const CASES: &[Case] = &[
         name: "unknown_table",
         edits: &[("[timing]", "[timings]")],
         expected: "{file}:5:2: timings: unknown field `timings`, expected one of `cluster`, \
-                   `timing`, `link`, `node`, `fence_device`, `failover`, `resource`, `replicate`, `http`",
+                   `timing`, `link`, `node`, `fence_device`, `failover`, `resource`, `replicate`, \
+                   `http`, `journal`, `alert`",
     },
     Case {
         name: "unknown_endpoint_key",

@@ -54,6 +54,11 @@ fn deploy_example_is_valid() {
         c.replicate.is_some(),
         "the Director configuration is replicated"
     );
+    assert_eq!(
+        c.alerts.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        ["admins"],
+        "failovers are mailed"
+    );
 }
 
 #[test]

@@ -258,3 +258,56 @@ fn watchdog_test_feeds_then_starves_with_last_words() {
     let words = std::fs::read_to_string(state.join("watchdog.last-words")).expect("last words");
     assert!(words.contains("watchkeeper watchdog test"), "{words}");
 }
+
+#[test]
+fn a_start_after_a_watchdog_reset_raises_an_alert_and_a_journal_line() {
+    let s = Setup::new();
+    // What a run that was reset by its watchdog leaves: the armed record of an earlier boot.
+    std::fs::create_dir_all(s.state_dir()).expect("state dir");
+    let mut armed = agent::watchdog::state::Armed::now(&s.fifo.path().display().to_string(), 2);
+    armed.boot_id = Some("00000000-0000-4000-8000-000000000000".to_owned());
+    agent::watchdog::state::write_armed(&s.state_dir(), &armed).expect("armed record");
+    let out = s.dir.path().join("alert.json");
+    let hook = s.dir.path().join("hook.sh");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\ncat > \"$1.tmp\" && mv \"$1.tmp\" \"$1\"\n",
+    )
+    .expect("hook");
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let mut toml = std::fs::read_to_string(&s.config).expect("config");
+    let _ = write!(
+        toml,
+        "\n[[alert]]\nname = \"hook\"\nkind = \"hook\"\ncommand = [\"{}\", \"{}\"]\n\
+         events = [\"watchdog_reboot\"]\n",
+        hook.display(),
+        out.display()
+    );
+    std::fs::write(&s.config, toml).expect("config");
+
+    let mut agent = s.start("alpha.log");
+    let deadline = Instant::now() + WAIT;
+    while !out.exists() {
+        assert!(Instant::now() < deadline, "no watchdog_reboot alert");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let alert: Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("alert")).expect("json");
+    assert_eq!(alert["kind"], "watchdog_reboot", "{alert}");
+    assert_eq!(alert["node"], "alpha", "{alert}");
+    assert_eq!(alert["outcome"], "reset", "{alert}");
+    assert!(
+        alert["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("rebooted while the watchdog was armed")),
+        "{alert}"
+    );
+    let journal = std::fs::read_to_string(s.state_dir().join("journal.jsonl")).expect("journal");
+    assert!(
+        journal
+            .lines()
+            .any(|l| l.contains("\"kind\":\"watchdog_reboot\"")),
+        "{journal}"
+    );
+    agent.stop().expect("stop");
+}

@@ -53,6 +53,8 @@ pub(super) fn convert_with(
     let resources = cx.resources(&raw.resource, &raw.node);
     let replicate = cx.replicate(raw.replicate.as_ref(), &raw.node);
     let http = cx.http(raw.http.as_ref(), &raw.node);
+    let journal = cx.journal(&raw.journal);
+    let alerts = cx.alerts(&raw.alert);
     if !cx.errors.is_empty() {
         return Err(ConfigErrors::new(cx.errors));
     }
@@ -67,6 +69,8 @@ pub(super) fn convert_with(
         resources,
         replicate,
         http,
+        journal,
+        alerts,
     ) {
         (
             Some(cluster),
@@ -78,6 +82,8 @@ pub(super) fn convert_with(
             Some(resources),
             Some(replicate),
             Some(http),
+            Some(journal),
+            Some(alerts),
         ) => Ok(Config {
             path: file.to_path_buf(),
             cluster,
@@ -89,6 +95,8 @@ pub(super) fn convert_with(
             resources,
             replicate,
             http,
+            journal,
+            alerts,
         }),
         _ => Err(ConfigErrors::new(vec![error::at(
             file,

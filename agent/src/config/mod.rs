@@ -26,6 +26,12 @@ use std::time::Duration;
 pub use proto::NodeId;
 use proto::MAX_NODES;
 
+pub use alert::{
+    AlertConfig, AlertKind, JournalConfig, ALERT_EVENT_KINDS, DEFAULT_ALERT_TIMEOUT,
+    DEFAULT_JOURNAL_KEEP, DEFAULT_JOURNAL_MAX_SIZE, JOURNAL_FILE, MAX_ALERT_NAME_LEN,
+    MAX_ALERT_TIMEOUT, MAX_JOURNAL_KEEP, MAX_JOURNAL_MAX_SIZE, MIN_ALERT_TIMEOUT,
+    MIN_JOURNAL_MAX_SIZE,
+};
 pub use bridge::{BridgeTarget, DEFAULT_BRIDGE_BAUD};
 pub use convert::parse_duration;
 pub use error::{ConfigError, ConfigErrors};
@@ -56,6 +62,7 @@ pub use resource::{
     MAX_RESOURCES, MAX_RESOURCE_NAME_LEN,
 };
 
+mod alert;
 mod bridge;
 mod convert;
 mod error;
@@ -126,6 +133,10 @@ pub struct Config {
     pub replicate: Option<ReplicateConfig>,
     /// The metrics endpoint and status page, if `[http]` is present.
     pub http: Option<HttpConfig>,
+    /// The decision journal (`[journal]`, defaults when absent).
+    pub journal: JournalConfig,
+    /// Alert recipients (`[[alert]]`), in file order.
+    pub alerts: Vec<AlertConfig>,
 }
 
 /// Cluster identity.

@@ -40,6 +40,12 @@ pub(super) struct RawConfig {
     pub(super) replicate: Option<super::replicate::RawReplicate>,
     /// The metrics endpoint and status page; see `http`.
     pub(super) http: Option<super::http::RawHttp>,
+    /// The decision journal; see `alert`.
+    #[serde(default)]
+    pub(super) journal: super::alert::RawJournal,
+    /// Alert recipients; see `alert`.
+    #[serde(default)]
+    pub(super) alert: Vec<super::alert::RawAlert>,
 }
 
 /// `[cluster]`.

@@ -118,6 +118,8 @@ pub(crate) struct Driver {
     pub(crate) metrics: crate::metrics::Metrics,
     /// The engine's recent events, for the status page.
     pub(crate) recent: Arc<crate::recent::RecentEvents>,
+    /// Where fence device health changes are reported as alerts.
+    pub(crate) reporter: crate::events::Reporter,
 }
 
 /// Ownership records waiting to be written: the engine has at most a few in flight.
@@ -661,10 +663,18 @@ impl Driver {
             }
             let name = d.name.clone();
             let timeout = d.timeout;
+            let reporter = self.reporter.clone();
             let Some(shared) = self.devices.get(&d.name).cloned() else {
                 if let Ok(mut h) = health.lock() {
                     if h.healthy != Some(false) {
                         tracing::error!(event = "fence_device_health", device = %name, healthy = false, "fence device {name} cannot be built: fencing through it will fail");
+                        reporter.alert(device_alert(
+                            &name,
+                            &d.targets,
+                            false,
+                            None,
+                            "cannot be built: fencing through it will fail".to_owned(),
+                        ));
                     }
                     h.healthy = Some(false);
                     h.checked = Some(now);
@@ -673,6 +683,7 @@ impl Driver {
                 }
                 continue;
             };
+            let targets = d.targets.clone();
             self.tasks.spawn(async move {
                 // A fence in progress holds the device: skip this round rather than wait.
                 let Ok(mut dev) = shared.try_lock() else { return };
@@ -686,11 +697,21 @@ impl Driver {
                 h.checked = Some(Instant::now());
                 h.took = Some(took);
                 h.error = result.as_ref().err().map(ToString::to_string);
+                drop(h);
                 match (&result, was) {
                     (Ok(()), Some(true)) => {}
-                    (Ok(()), _) => tracing::info!(event = "fence_device_health", device = %name, healthy = true, ms = entry_ms(took), "fence device {name} healthy ({} ms)", entry_ms(took)),
+                    (Ok(()), _) => {
+                        tracing::info!(event = "fence_device_health", device = %name, healthy = true, ms = entry_ms(took), "fence device {name} healthy ({} ms)", entry_ms(took));
+                        // The first good check at start is no news; a recovery is.
+                        if was == Some(false) {
+                            reporter.alert(device_alert(&name, &targets, true, Some(took), "passes its check again".to_owned()));
+                        }
+                    }
                     (Err(e), Some(false)) => tracing::debug!(device = %name, error = %e, "fence device still failing"),
-                    (Err(e), _) => tracing::error!(event = "fence_device_health", device = %name, healthy = false, error = %e, "fence device {name} failing its check: {e}; fencing through it would fail"),
+                    (Err(e), _) => {
+                        tracing::error!(event = "fence_device_health", device = %name, healthy = false, error = %e, "fence device {name} failing its check: {e}; fencing through it would fail");
+                        reporter.alert(device_alert(&name, &targets, false, Some(took), format!("failing its check: {e}; fencing through it would fail")));
+                    }
                 }
             });
         }
@@ -737,19 +758,35 @@ impl Driver {
             Action::StartResource { index } => self.resource_action(index, true),
             Action::StopResource { index } => self.resource_action(index, false),
             Action::Persist(d) => self.persist(d),
-            Action::Alert(e) => {
-                tracing::warn!(event = "alert", "{e:?}");
-                self.recent
-                    .push(crate::recent::Severity::Alert, self.describe(&e));
-            }
-            Action::Log(e) => {
-                tracing::info!(event = "decision", "{e:?}");
-                self.recent
-                    .push(crate::recent::Severity::Info, self.describe(&e));
-            }
+            // Alerts and decisions are journaled (runtime::journal); the status page keeps the
+            // latest.
+            Action::Alert(e) => self
+                .recent
+                .push(crate::recent::Severity::Alert, self.describe(&e)),
+            Action::Log(e) => self
+                .recent
+                .push(crate::recent::Severity::Info, self.describe(&e)),
             // The caller handles these.
             Action::SendHeartbeat(_) | Action::FeedWatchdog | Action::StarveWatchdog { .. } => {}
         }
+    }
+}
+
+/// The alert about a fence device's health changing.
+fn device_alert(
+    name: &str,
+    targets: &[String],
+    healthy: bool,
+    took: Option<Duration>,
+    what: String,
+) -> crate::events::AlertBody {
+    crate::events::AlertBody {
+        kind: "fence_device",
+        target: Some(name.to_owned()),
+        outcome: Some(if healthy { "healthy" } else { "failing" }.to_owned()),
+        duration_ms: took.map(super::ms),
+        message: format!("fence device {name} {what}"),
+        details: serde_json::json!({ "fences": targets }),
     }
 }
 
@@ -846,6 +883,7 @@ mod tests {
             persist_tx: None,
             metrics: crate::metrics::Metrics::default(),
             recent: Arc::default(),
+            reporter: crate::events::Reporter::disabled("a"),
         }
     }
 

@@ -27,7 +27,11 @@ use tokio::task::JoinSet;
 use crate::config::{Config, Endpoint, LinkKind};
 use crate::control::{ControlListener, ControlRequest, Request};
 use crate::engine::{Action, Command, Engine, Input};
+use crate::events::Reporter;
 use crate::liveness::{Liveness, Transition};
+
+mod journal;
+use journal::JournalState;
 
 pub use incarnation::{next_incarnation, IncarnationError};
 pub use status::{EngineView, FenceDeviceStatus, LinkStatus, PeerLinkStatus, PeerStatus, Status};
@@ -293,6 +297,12 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         .map(|n| n.state_dir.clone())
         .unwrap_or_default();
 
+    // The decision journal and alert recipients: fed without waiting, see `crate::events`.
+    let (reporter, event_workers) = match config.node(local) {
+        Some(n) => Reporter::start(&config, n),
+        None => (Reporter::disabled(&me), crate::events::Workers::none()),
+    };
+    let mut journal = JournalState::default();
     // The engine: its record from disk, this boot's incarnation, randomness for elections.
     let (results_tx, mut results) = mpsc::channel::<Input>(RESULT_QUEUE);
     let durable = match durable::load(&state_dir) {
@@ -343,8 +353,27 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         persist_tx: None,
         metrics: metrics.clone(),
         recent,
+        reporter: reporter.clone(),
     };
     driver.check_devices(Instant::now());
+    reporter.set_epoch(durable.epoch);
+    if let Some(why) = watchdog.previous_reset() {
+        reporter.alert(crate::events::AlertBody {
+            kind: "watchdog_reboot",
+            outcome: Some("reset".to_owned()),
+            message: format!("{me} was reset by its watchdog: {why}"),
+            ..crate::events::AlertBody::default()
+        });
+        reporter.journal(
+            durable.epoch,
+            crate::events::Part::new(
+                "watchdog_reboot",
+                format!("start after a watchdog reset: {why}"),
+            ),
+            Vec::new(),
+            Vec::new(),
+        );
+    }
     tracing::info!(
         event = "started",
         node = %me,
@@ -371,6 +400,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         while let Some(a) = engine.poll_action() {
             actions.push(a);
         }
+        journal.record(&config, &reporter, &engine, &liveness, &actions);
         for a in actions.drain(..) {
             match a {
                 Action::SendHeartbeat(mut hb) => {
@@ -422,29 +452,30 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             ev = events.recv() => match ev {
                 Some(LinkEvent::Frame { heartbeat, at, .. }) => {
                     liveness.frame(at, &heartbeat);
-                    engine.handle(Instant::now(), Input::Heartbeat(heartbeat));
+                    journal.handle(&mut engine, Input::Heartbeat(heartbeat));
                 }
                 Some(LinkEvent::TransportUp { link }) => {
                     if let Some(i) = link_info.iter_mut().find(|i| i.id == link) {
                         i.transport_up = true;
                     }
-                    engine.handle(Instant::now(), Input::Link { link, up: true });
+                    journal.handle(&mut engine, Input::Link { link, up: true });
                 }
                 Some(LinkEvent::TransportDown { link, reason }) => {
                     if let Some(i) = link_info.iter_mut().find(|i| i.id == link) {
                         i.transport_up = false;
                         tracing::warn!(event = "transport_down", link = %i.name, %reason, "link transport down");
                     }
-                    engine.handle(Instant::now(), Input::Link { link, up: false });
+                    journal.handle(&mut engine, Input::Link { link, up: false });
                 }
                 None => break,
             },
-            Some(input) = results.recv() => engine.handle(Instant::now(), input),
+            Some(input) = results.recv() => journal.handle(&mut engine, input),
             () = sleep_until(deadline) => {
                 let now = Instant::now();
                 liveness.tick(now);
                 driver.monitors(now);
                 driver.check_devices(now);
+                journal.cause = Some(Input::Tick);
                 engine.handle(now, Input::Tick);
                 // A standby keeps its copies (the Catalog) following the live holder.
                 if let (Some((holder, epoch)), false) = (engine.known_holder(), engine.holds_resources()) {
@@ -473,7 +504,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                 Request::Switchover { node } => {
                     let answer = switchover(&config, local, &engine, &liveness, node.as_deref());
                     if let Ok(target) = &answer {
-                        engine.handle(Instant::now(), Input::Command(Command::Switchover(*target)));
+                        journal.handle(&mut engine, Input::Command(Command::Switchover(*target)));
                     }
                     req.answer(match answer {
                         Ok(target) => serde_json::json!({
@@ -487,15 +518,15 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                     });
                 }
                 Request::Standby => {
-                    engine.handle(Instant::now(), Input::Command(Command::Standby));
+                    journal.handle(&mut engine, Input::Command(Command::Standby));
                     req.answer(serde_json::json!({ "ok": true, "message": format!("{me} is in standby: it will not hold the group") }));
                 }
                 Request::Unstandby => {
-                    engine.handle(Instant::now(), Input::Command(Command::Unstandby));
+                    journal.handle(&mut engine, Input::Command(Command::Unstandby));
                     req.answer(serde_json::json!({ "ok": true, "message": format!("{me} may hold the group again") }));
                 }
                 Request::Cleanup => {
-                    engine.handle(Instant::now(), Input::Command(Command::Clear));
+                    journal.handle(&mut engine, Input::Command(Command::Clear));
                     driver.clear_failures();
                     req.answer(serde_json::json!({ "ok": true, "message": "resource failures forgotten" }));
                 }
@@ -503,7 +534,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
             r = shutdown.changed(), if leaving.is_none() => {
                 if r.is_err() || *shutdown.borrow() {
                     tracing::info!(event = "leaving", node = %me, holds = engine.holds_resources(), "shutdown asked: handing the group over or stopping it before leaving");
-                    engine.handle(Instant::now(), Input::Command(Command::Standby));
+                    journal.handle(&mut engine, Input::Command(Command::Standby));
                     leaving = Some(tokio::time::Instant::now());
                 }
             }
@@ -525,6 +556,7 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
                     .map_or_else(|| peer.to_string(), |n| n.name.clone());
                 metrics.peer_detected_dead(&name, *silent_for);
             }
+            journal.transition(&config, &reporter, &engine, &link_info, &t);
             log_transition(&config, &link_info, t);
         }
         while unfences.try_join_next().is_some() {}
@@ -555,6 +587,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
     if tokio::time::timeout(UNFENCE_GRACE, finish).await.is_err() {
         tracing::error!("an unfence or resource action did not finish in time: check with `watchkeeper unfence --list` and `watchkeeper resources`");
     }
+    drop(driver);
+    drop(reporter);
+    event_workers.finish(EVENTS_GRACE).await;
     let stop_all = async { while tasks.join_next().await.is_some() {} };
     if tokio::time::timeout(SHUTDOWN_GRACE, stop_all)
         .await
@@ -722,5 +757,8 @@ const LEAVE_GRACE: Duration = Duration::from_secs(120);
 /// The loop wakes at least this often, so monitors and the engine's clock never wait on a
 /// quiet network.
 const MAX_IDLE: Duration = Duration::from_millis(250);
+/// How long queued journal lines and alerts get at shutdown: one alert timeout's worth of a
+/// recipient finishing what it was sending.
+const EVENTS_GRACE: Duration = Duration::from_secs(5);
 /// How long a running unfence gets to finish at shutdown: the default device timeout.
 const UNFENCE_GRACE: Duration = crate::config::DEFAULT_FENCE_TIMEOUT;

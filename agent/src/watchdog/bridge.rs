@@ -88,6 +88,7 @@ pub(super) fn open(
         state_dir: node.state_dir.clone(),
         systemd,
         reported_errors: 0,
+        previous_reset: None,
     })
 }
 

@@ -75,6 +75,8 @@ pub struct NodeWatchdog {
     state_dir: PathBuf,
     systemd: Systemd,
     reported_errors: u64,
+    /// Why the previous boot ended in a watchdog reset, if it did (for the alert).
+    previous_reset: Option<String>,
 }
 
 impl NodeWatchdog {
@@ -97,6 +99,7 @@ impl NodeWatchdog {
                 state_dir: node.state_dir.clone(),
                 systemd,
                 reported_errors: 0,
+                previous_reset: None,
             });
         };
         if let WatchdogSelector::Bridge(target) = &config.device {
@@ -106,7 +109,7 @@ impl NodeWatchdog {
         let mut device = WatchdogDevice::open(&path)?;
         // Read only once the device is open, so that a failed start leaves the records for
         // the next one.
-        report_previous(&device, state::take_previous(&node.state_dir));
+        let previous_reset = report_previous(&device, state::take_previous(&node.state_dir));
         let armed = match arm(&mut device, config, &node.state_dir) {
             Ok(armed) => armed,
             Err(e) => {
@@ -162,6 +165,7 @@ impl NodeWatchdog {
             state_dir: node.state_dir.clone(),
             systemd,
             reported_errors: 0,
+            previous_reset,
         })
     }
 
@@ -173,6 +177,11 @@ impl NodeWatchdog {
     /// Tells systemd the agent is up.
     pub fn ready(&mut self, status: &str) {
         self.systemd.ready(status);
+    }
+
+    /// Why the previous boot ended in a watchdog reset, when it did.
+    pub fn previous_reset(&self) -> Option<&str> {
+        self.previous_reset.as_deref()
     }
 
     /// The engine's word that the host may go on: proves progress to the feeder, which keeps
@@ -289,8 +298,12 @@ fn arm(
     Ok(taken)
 }
 
-/// Logs whether the previous boot ended in a watchdog reset, and the previous run's last words.
-fn report_previous(device: &WatchdogDevice, previous: std::io::Result<state::PreviousRun>) {
+/// Logs whether the previous boot ended in a watchdog reset, and the previous run's last words;
+/// returns that sentence when it was a watchdog reset.
+fn report_previous(
+    device: &WatchdogDevice,
+    previous: std::io::Result<state::PreviousRun>,
+) -> Option<String> {
     let name = device.path().display().to_string();
     let boot_status = device.boot_status().unwrap_or_else(|e| {
         tracing::warn!(error = %e, "cannot read the watchdog's boot status");
@@ -354,6 +367,7 @@ fn report_previous(device: &WatchdogDevice, previous: std::io::Result<state::Pre
     } else {
         previous_event!(info);
     }
+    watchdog_reset.then_some(say)
 }
 
 fn ms(d: Duration) -> u64 {

@@ -791,7 +791,9 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
-fn tls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, String> {
+/// The TLS client configuration for `trust`, on the ring provider; also used by the agent's
+/// HTTPS webhooks, so both check certificates the same way.
+pub fn tls_config(trust: &TlsTrust) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
