@@ -118,6 +118,8 @@ impl PgCluster {
         prctl::set_child_subreaper(true).expect("PR_SET_CHILD_SUBREAPER");
         let root = tempfile::Builder::new()
             .prefix("wk-pg-")
+            // Kept with the rig's directory, for the servers' logs.
+            .disable_cleanup(std::env::var_os("WK_RIG_KEEP").is_some())
             .tempdir_in("/tmp")
             .expect("temporary directory");
         let give = |path: &Path, mode: u32| {

@@ -476,3 +476,35 @@ async fn a_rejoin_gives_way_when_the_primary_is_gone_or_a_start_is_asked() {
     b.start(deadline()).await.expect("start promotes it");
     assert_eq!(pg.in_recovery(Node::B), Some(false));
 }
+
+/// A takeover given up right after the promotion (a later resource of the group would not
+/// start): the promoted primary is stopped while the old primary is rejoining it. The stop
+/// waits until the old primary streams the new timeline, so that it rewound onto it and can
+/// take the Catalog back; stopped at once, it would leave the old primary with a diverged
+/// copy and no primary to rewind from, and neither node could start the Catalog.
+#[tokio::test]
+async fn a_promoted_primary_given_up_at_once_stops_only_after_the_old_one_follows_it() {
+    let pg = PgCluster::start();
+    let mut b = crash_a_and_promote_b(&pg, RejoinPolicy::Rewind).await;
+    let mut a =
+        PgsqlResource::new("catalog-a", pg.params(Node::A, RejoinPolicy::Rewind)).expect("a");
+    let began = std::time::Instant::now();
+    let (rejoined, stopped) = tokio::join!(a.rejoin_as_standby(deadline()), async {
+        // The group stops on B as soon as the old primary starts rejoining.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.stop(deadline()).await
+    });
+    let report = rejoined.expect("A rewinds onto B's timeline while B waits");
+    assert_eq!(report.outcome, RejoinOutcome::Rewound, "{report:?}");
+    stopped.expect("B stops");
+    eprintln!(
+        "A rewound in {:?}; B stopped {} ms after the rejoin began",
+        report.rewind,
+        began.elapsed().as_millis()
+    );
+    assert_eq!(pg.postmaster_pid(Node::B), None, "B is stopped");
+    // A is a standby of B's timeline: it takes the Catalog back, with every row.
+    a.start(deadline()).await.expect("A takes the Catalog back");
+    assert_eq!(pg.in_recovery(Node::A), Some(false));
+    assert_eq!(count(&pg, Node::A), "150");
+}

@@ -128,6 +128,9 @@ pub struct PgsqlResource {
     rejoin_required: bool,
     /// From the promotion request to the first successful write, of the last `start`.
     last_promotion: Option<Duration>,
+    /// This server was promoted by the last `start`: its timeline is one the peer may not
+    /// have followed yet.
+    promoted: bool,
     /// Raised by the runtime when it needs this executor for a start or stop: a rejoin waiting
     /// for streaming gives up, leaving the server as it is.
     interrupt: Arc<std::sync::atomic::AtomicBool>,
@@ -228,6 +231,7 @@ impl PgsqlResource {
             metrics: Arc::default(),
             rejoin_required: false,
             last_promotion: None,
+            promoted: false,
             interrupt: Arc::default(),
         })
     }
@@ -466,6 +470,7 @@ impl PgsqlResource {
                     if promoted_at.is_none() {
                         self.refuse_diverged(ACTION)?;
                         self.promote(deadline).await?;
+                        self.promoted = true;
                         promoted_at = Some(Instant::now());
                     }
                     last = "promotion requested; still in recovery".to_owned();
@@ -500,9 +505,56 @@ impl PgsqlResource {
 
     async fn do_stop(&mut self, deadline: Instant) -> Result<(), ResourceError> {
         if self.live_postmaster().is_none() {
+            self.promoted = false;
             return Ok(());
         }
+        if std::mem::take(&mut self.promoted) {
+            self.wait_for_follower(deadline).await;
+        }
         self.stop_server("stop", deadline).await.map(|_| ())
+    }
+
+    /// Before a primary this node promoted stops, gives the peer a moment to stream from it:
+    /// a peer that has not rejoined this timeline can rewind onto it only while it runs, and
+    /// once it is stopped the peer has no primary to follow and may not start its own copy
+    /// (it diverged), so neither node could take the group. This happens when a takeover is
+    /// given up right after the promotion (a later resource would not start). Returns at once
+    /// when a standby already streams everything written here; waits at most
+    /// [`FOLLOWER_WAIT`] (or half of what is left before the deadline) otherwise, and stops
+    /// anyway when none comes: a holder stopping with its peer down pays that wait.
+    async fn wait_for_follower(&self, deadline: Instant) {
+        const ACTION: &str = "stop";
+        let began = Instant::now();
+        let left = deadline.saturating_duration_since(began);
+        let until = began + FOLLOWER_WAIT.min(left / 2);
+        loop {
+            match self
+                .query(
+                    ACTION,
+                    FOLLOWER_CHECK,
+                    until.max(Instant::now() + FIRST_POLL),
+                )
+                .await
+            {
+                Ok(Ok(n)) if n.trim().parse::<u32>().is_ok_and(|n| n > 0) => {
+                    if began.elapsed() > MAX_POLL {
+                        tracing::info!(resource = %self.name, waited_ms = began.elapsed().as_millis(),
+                            "a standby streams this promoted primary's timeline; stopping it");
+                    }
+                    return;
+                }
+                // A primary that no longer answers has nothing to wait for.
+                Ok(Err(SqlError::Unreachable(_) | SqlError::NotReady(_))) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if Instant::now() + MAX_POLL >= until {
+                tracing::warn!(resource = %self.name, waited_ms = began.elapsed().as_millis(),
+                    "no standby streamed this promoted primary's timeline; stopping it anyway: \
+                     a peer that did not follow it must rejoin it before it takes the Catalog");
+                return;
+            }
+            tokio::time::sleep(MAX_POLL).await;
+        }
     }
 
     async fn do_monitor(&mut self, deadline: Instant) -> Result<ResourceState, ResourceError> {
@@ -1650,6 +1702,11 @@ const ROLE_CHECK: &str = "SELECT pg_is_in_recovery()";
 const WRITE_CHECK: &str = "SELECT txid_current()";
 /// The primary's WAL write position; any role may ask.
 const PRIMARY_LSN: &str = "SELECT pg_current_wal_lsn()";
+/// Standbys that stream and have flushed everything this primary wrote.
+const FOLLOWER_CHECK: &str = "SELECT count(*) FROM pg_stat_replication \
+    WHERE state = 'streaming' AND flush_lsn >= pg_current_wal_flush_lsn()";
+/// Longest a promoted primary waits for a standby before it stops ([`PgsqlResource::do_stop`]).
+const FOLLOWER_WAIT: Duration = Duration::from_secs(5);
 const FOLLOW_CHECK: &str = "SELECT pg_is_in_recovery()::text || '|' || \
                             coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')";
 /// First pause between polls: promotion on loopback takes tens of milliseconds.
