@@ -16,7 +16,7 @@ use hwtests::rig::emulated::Emulated;
 use hwtests::rig::scenario::{Runner, Timing, SCENARIOS};
 use hwtests::util::percentile;
 
-const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE SCENARIO [--runs N] | hwtests list";
+const USAGE: &str = "usage: hwtests run --rig FILE [--backend netns|qemu] SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE [--backend netns|qemu] SCENARIO [--runs N] | hwtests list";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -36,18 +36,32 @@ fn main() -> Result<()> {
     let mut seed: Option<u64> = None;
     let mut faults = 200usize;
     let mut runs = 20usize;
+    let mut qemu = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rig" => rig = Some(args.next().context("--rig FILE")?.into()),
             "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
             "--faults" => faults = args.next().context("--faults N")?.parse()?,
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--backend" => match args.next().as_deref() {
+                Some("qemu") => qemu = true,
+                Some("netns") => qemu = false,
+                other => bail!("--backend netns|qemu, not {other:?}"),
+            },
             s if !s.starts_with('-') && scenario.is_none() => scenario = Some(s.to_owned()),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     let rig = rig.context(USAGE)?;
     let scenario = scenario.context(USAGE)?;
+    if qemu {
+        let desc = RigDesc::load(&rig)?;
+        return Ok(hwtests::qemu::scenario::cli(
+            desc,
+            &scenario,
+            bench.then_some(runs),
+        )?);
+    }
     if !SCENARIOS.contains(&scenario.as_str()) {
         bail!(
             "unknown scenario {scenario:?}; known: {}",

@@ -27,6 +27,9 @@
 //! [[resource]]              # the group, in start order
 //! name = "catalog"
 //! kind = "pgsql"            # marker | vip | pgsql
+//!
+//! [qemu]                    # optional, for `--backend qemu` only
+//! watchdog_timeout = "2s"   # each guest's i6300esb, whole seconds
 //! ```
 //!
 //! Errors name the file and, for syntax and type errors, the line (from the TOML parser); for
@@ -129,6 +132,15 @@ pub struct RigDesc {
     pub ethernet: Vec<usize>,
     /// The group, in start order.
     pub resources: Vec<Resource>,
+    /// Settings only the QEMU backend reads.
+    pub qemu: QemuOptions,
+}
+
+/// The `[qemu]` table.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// Each guest's watchdog timeout (whole seconds: the i6300esb counts in seconds).
+    pub watchdog_timeout: Duration,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +156,14 @@ struct Raw {
     ethernet: Option<RawEthernet>,
     #[serde(default)]
     resource: Vec<RawResource>,
+    #[serde(default)]
+    qemu: RawQemu,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQemu {
+    watchdog_timeout: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -394,7 +414,19 @@ impl RigDesc {
         {
             return Err(bad("resource".into(), "one Catalog (pgsql) per rig".into()));
         }
+        let watchdog_timeout = match &raw.qemu.watchdog_timeout {
+            None => DEFAULT_QEMU_WATCHDOG,
+            Some(v) => parse_duration(v)
+                .filter(|d| d.subsec_nanos() == 0 && (1..=QEMU_WATCHDOG_MAX_S).contains(&d.as_secs()))
+                .ok_or_else(|| {
+                    bad(
+                        "qemu.watchdog_timeout".into(),
+                        format!("{v:?}: expected whole seconds from 1s to {QEMU_WATCHDOG_MAX_S}s, e.g. \"2s\""),
+                    )
+                })?,
+        };
         Ok(Self {
+            qemu: QemuOptions { watchdog_timeout },
             name: raw.name,
             interval,
             deadtime,
@@ -424,6 +456,12 @@ impl RigDesc {
         [it.next().unwrap_or(0), it.next().unwrap_or(1)]
     }
 }
+
+/// A guest watchdog timeout below the deadtime, so that a killed holder's reset is seen before
+/// its peer's fence switches it off.
+const DEFAULT_QEMU_WATCHDOG: Duration = Duration::from_secs(2);
+/// The i6300esb's largest timeout.
+const QEMU_WATCHDOG_MAX_S: u64 = 2046;
 
 /// `"250ms"`, `"2s"`, `"1m"`.
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -518,5 +556,7 @@ address = "10.79.0.100/24"
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = err(&GOOD.replace("witness = true", "witness = true\nfence = [\"ipmi\"]"));
         assert!(e.contains("host[2].fence"), "{e}");
+        let e = err(&format!("{GOOD}\n[qemu]\nwatchdog_timeout = \"1500ms\"\n"));
+        assert!(e.contains("qemu.watchdog_timeout"), "{e}");
     }
 }
