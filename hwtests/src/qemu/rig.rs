@@ -604,8 +604,9 @@ impl Drop for QemuRig {
 }
 
 /// The musl build of the agent for the guests: `WK_GUEST_AGENT` if set, else built now with
-/// cargo for x86_64-unknown-linux-musl (release, so it is small) into `$CARGO_TARGET_DIR` or the
-/// workspace's `target/`.
+/// cargo for x86_64-unknown-linux-musl (release, so it is small) into the running program's own
+/// target directory (`$CARGO_TARGET_DIR`, or the nearest ancestor holding cargo's
+/// `CACHEDIR.TAG`), so that tests and the `hwtests` binary share one build.
 pub fn guest_agent() -> io::Result<PathBuf> {
     if let Some(bin) = std::env::var_os("WK_GUEST_AGENT") {
         return Ok(PathBuf::from(bin));
@@ -614,8 +615,14 @@ pub fn guest_agent() -> io::Result<PathBuf> {
         .parent()
         .ok_or_else(|| io::Error::other("no workspace root"))?
         .to_owned();
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace.join("target"), PathBuf::from);
+    let exe = std::env::current_exe()?;
+    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(t) => PathBuf::from(t),
+        None => exe
+            .ancestors()
+            .find(|a| a.join("CACHEDIR.TAG").is_file())
+            .map_or_else(|| workspace.join("target"), Path::to_path_buf),
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let status = Command::new(cargo)
         .current_dir(&workspace)
