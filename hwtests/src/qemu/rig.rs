@@ -38,6 +38,7 @@ use serde_json::Value;
 use super::cable::SocketCable;
 use super::{json_in, Guest, Rig};
 use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use crate::modbus_pdu::{ModbusPdu, ModbusPduOptions};
 use crate::rig::desc::{ResourceKind, RigDesc};
 
 /// One host of the rig.
@@ -85,6 +86,7 @@ pub struct QemuRig {
     initrd: PathBuf,
     hosts: Vec<Host>,
     cables: Vec<SocketCable>,
+    pdu: Option<ModbusPdu>,
     mcast: String,
     /// The guest watchdog's timeout.
     pub watchdog_timeout: Duration,
@@ -144,12 +146,31 @@ impl QemuRig {
             let [a, b] = ends.map(|e| hosts[e].dir.join(format!("cable{c}.sock")));
             cables.push(SocketCable::start(&a, &b)?);
         }
+        let pdu = if desc.qemu.pdu {
+            let outlets = u16::try_from(hosts.len()).unwrap_or(u16::MAX);
+            let pdu = ModbusPdu::start_tcp(&ModbusPduOptions {
+                outlets,
+                ..ModbusPduOptions::default()
+            });
+            let mut script = String::from("#!/bin/sh\n# Outlet i feeds host i.\ncase \"$2\" in\n");
+            for (i, h) in hosts.iter().enumerate() {
+                let _ = writeln!(script, "  {i}) sh \"{}/power-off.sh\" ;;", h.dir.display());
+            }
+            script.push_str("esac\n");
+            let path = d.join("pdu-off.sh");
+            fs::write(&path, script)?;
+            pdu.set_off_hook(&path);
+            Some(pdu)
+        } else {
+            None
+        };
         let mut rig = Self {
             desc,
             base,
             initrd: d.join("initrd.cpio"),
             hosts,
             cables,
+            pdu,
             mcast,
             watchdog_timeout,
             dir,
@@ -186,6 +207,9 @@ impl QemuRig {
         }
         if let Some(bmc) = &self.hosts[i].bmc {
             bmc.set_power_on(true);
+        }
+        if let Some(pdu) = &self.pdu {
+            pdu.set_outlet(1, u16::try_from(i).unwrap_or(u16::MAX), true);
         }
         let args = self.qemu_args(i);
         let host = &mut self.hosts[i];
@@ -235,6 +259,11 @@ impl QemuRig {
     /// Host `i`'s BMC, mutably (to stop it).
     pub fn bmc_mut(&mut self, i: usize) -> Option<&mut IpmiSim> {
         self.hosts[i].bmc.as_mut()
+    }
+
+    /// The PDU feeding the guests, if the rig has one (`[qemu] pdu = true`).
+    pub fn pdu(&self) -> Option<&ModbusPdu> {
+        self.pdu.as_ref()
     }
 
     /// Sends a command line to host `i`'s console (the guest's command loop: `kill-agent`,
@@ -541,12 +570,15 @@ impl QemuRig {
             if h.witness {
                 s.push_str("witness = true\n");
             } else {
-                let levels: Vec<String> = h
+                let mut levels: Vec<String> = h
                     .fence
                     .iter()
                     .enumerate()
                     .map(|(l, _)| format!("[\"bmc{l}-{}\"]", h.name))
                     .collect();
+                if self.pdu.is_some() {
+                    levels.push("[\"pdu\"]".into());
+                }
                 let _ = writeln!(s, "fencing = [{}]", levels.join(", "));
             }
         }
@@ -564,6 +596,22 @@ impl QemuRig {
                     port = bmc.address().port()
                 );
             }
+        }
+        if let Some(pdu) = &self.pdu {
+            let outlets: Vec<String> = desc
+                .hosts
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| !h.witness)
+                .map(|(i, h)| format!("{} = [{{ coil = {i} }}]", h.name))
+                .collect();
+            let _ = write!(
+                s,
+                "\n[[fence_device]]\nname = \"pdu\"\ntype = \"modbus\"\naddress = \"{SLIRP_HOST}:{}\"\n\
+                 unit = 1\noutlets = {{ {} }}\n",
+                pdu.address().port(),
+                outlets.join(", ")
+            );
         }
         for r in &desc.resources {
             let _ = write!(s, "\n[[resource]]\nname = \"{}\"\n", r.name);

@@ -15,6 +15,7 @@
 //! | `freeze-holder` | 2 | QMP `stop` of the holder's whole guest |
 //! | `partition` | 3 | serial cables cut and carrier lost on every heartbeat NIC; BMCs reachable |
 //! | `isolate-holder` | 4 | the holder alone loses its heartbeat links, the others their BMC path (three hosts) |
+//! | `bmc-down` | 5 | the holder's BMC stopped, then the holder frozen: the PDU level (needs `[qemu] pdu = true`) |
 //! | `watchdog-reboot` | 6 | the standby's agent is killed while the holder cannot reach its BMC: the watchdog resets the standby, whose agent reports why it rebooted |
 
 use std::time::{Duration, Instant};
@@ -23,11 +24,12 @@ use super::rig::QemuRig;
 use crate::rig::desc::RigDesc;
 
 /// Scenario names [`QemuRunner::run`] accepts.
-pub const SCENARIOS: [&str; 5] = [
+pub const SCENARIOS: [&str; 6] = [
     "kill-holder",
     "freeze-holder",
     "partition",
     "isolate-holder",
+    "bmc-down",
     "watchdog-reboot",
 ];
 
@@ -108,6 +110,7 @@ impl QemuRunner {
             "freeze-holder" => self.freeze_holder()?,
             "partition" => self.partition()?,
             "isolate-holder" => self.isolate_holder()?,
+            "bmc-down" => self.bmc_down()?,
             "watchdog-reboot" => self.watchdog_reboot()?,
             other => {
                 return Err(Failed(format!(
@@ -337,9 +340,89 @@ impl QemuRunner {
             self.agent_started(h, wd.at)?;
             self.rejoined(h, s, wd.at)?;
             self.holder = s;
+            // The majority's fence of the holder failed while its BMC path was down and is
+            // retried once the path is back, even after the holder has self-fenced and rejoined:
+            // that retry may still switch it off. Wait it out, and boot the holder if so.
+            std::thread::sleep(FENCE_RETRY_SETTLE);
+            if !self.rig.running(h) {
+                say(format!(
+                    "isolate-holder: note: a retried fence switched {} off after it had self-fenced and rejoined",
+                    self.rig.name(h)
+                ));
+                self.mend(h, s)?;
+            }
         } else {
             self.mend(h, s)?;
         }
+        Ok(t)
+    }
+
+    /// Scenario 5: the holder's BMC is stopped, then the holder frozen. The standby's first
+    /// level (IPMI) fails, it says so, and the PDU level cuts the holder's outlet: its qemu
+    /// ends before the PDU acknowledges, and only then does the standby take over.
+    fn bmc_down(&mut self) -> Result<QemuTiming, Failed> {
+        if self.rig.pdu().is_none() {
+            return Err(Failed(
+                "bmc-down needs a PDU level: `[qemu] pdu = true`, as in hwtests/rigs/qemu-pdu.toml"
+                    .into(),
+            ));
+        }
+        let (h, s) = (self.holder, self.standby());
+        let mut t = QemuTiming {
+            scenario: "bmc-down".into(),
+            ..QemuTiming::default()
+        };
+        if let Some(bmc) = self.rig.bmc_mut(h) {
+            bmc.stop();
+        }
+        let fault = Instant::now();
+        let frozen = self
+            .rig
+            .guest(h)
+            .ok_or_else(|| self.fail("the holder is off"))?
+            .qmp("stop", serde_json::Value::Null);
+        if let Err(e) = frozen {
+            return Err(self.fail(&format!("QMP stop: {e}")));
+        }
+        let result = self.fenced_and_taken_over(h, s, fault, &mut t);
+        if let Some(bmc) = self.rig.bmc_mut(h) {
+            bmc.restart();
+        }
+        result?;
+        let name = self.rig.name(h).to_owned();
+        let (_, first) = self
+            .rig
+            .wait_log(s, "fence_level_done", fault, Duration::ZERO, |v| {
+                v["peer"] == name.as_str() && v["level"] == 1
+            })
+            .ok_or_else(|| self.fail("no result of the IPMI level"))?;
+        if first["ok"] != false {
+            return Err(self.fail(&format!(
+                "the IPMI level of a stopped BMC succeeded: {first}"
+            )));
+        }
+        let (_, last) = self
+            .rig
+            .wait_log(s, "fence_level_done", fault, Duration::ZERO, |v| {
+                v["peer"] == name.as_str() && v["ok"] == true
+            })
+            .ok_or_else(|| self.fail("no successful fencing level"))?;
+        if last["level"] != 2 {
+            return Err(self.fail(&format!("the fence succeeded at {last}, not the PDU level")));
+        }
+        // The error the operator sees: the device of the failed level, and why.
+        let alert = self
+            .rig
+            .wait_log(s, "fence_device_failed", fault, Duration::ZERO, |v| {
+                v["device"] == format!("bmc0-{name}").as_str() && v["level"] == "ERROR"
+            })
+            .ok_or_else(|| self.fail("no error named the failed IPMI level"))?;
+        say(format!(
+            "bmc-down: the standby logged the error {:?}; the PDU switched {name} off",
+            alert.1["message"].as_str().unwrap_or("?")
+        ));
+        self.report(&t);
+        self.mend(h, s)?;
         Ok(t)
     }
 
@@ -625,6 +708,9 @@ const QUIET: Duration = Duration::from_secs(3);
 /// The i6300esb fires within tens of milliseconds of its timeout; the console line of the
 /// kill can lag the kill itself a little.
 const WATCHDOG_SLACK: Duration = Duration::from_millis(500);
+/// A failed fence is retried after 2 s (the agent's default) and the IPMI device's timeout in
+/// the rigs is 5 s: a pending retry has ended well within this.
+const FENCE_RETRY_SETTLE: Duration = Duration::from_secs(9);
 /// How often waits re-read consoles and events.
 const POLL: Duration = Duration::from_millis(50);
 
@@ -668,7 +754,7 @@ type Metric = fn(&QemuTiming) -> Option<f64>;
 pub fn table(timings: &[QemuTiming]) -> String {
     let rows: [(&str, Metric); 6] = [
         ("detection (peer declared dead)", |t| t.detect_ms),
-        ("victim's qemu off (BMC power-off)", |t| t.off_ms),
+        ("victim's qemu off (BMC or PDU power-off)", |t| t.off_ms),
         ("fence confirmed by the survivor", |t| t.fence_confirmed_ms),
         ("takeover (whole group running)", |t| t.takeover_ms),
         (

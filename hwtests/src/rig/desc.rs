@@ -30,6 +30,7 @@
 //!
 //! [qemu]                    # optional, for `--backend qemu` only
 //! watchdog_timeout = "2s"   # each guest's i6300esb, whole seconds
+//! pdu = true                # a Modbus PDU as every host's last fencing level
 //! ```
 //!
 //! Errors name the file and, for syntax and type errors, the line (from the TOML parser); for
@@ -141,6 +142,8 @@ pub struct RigDesc {
 pub struct QemuOptions {
     /// Each guest's watchdog timeout (whole seconds: the i6300esb counts in seconds).
     pub watchdog_timeout: Duration,
+    /// A Modbus PDU whose outlets feed the guests, as every host's last fencing level.
+    pub pdu: bool,
 }
 
 #[derive(Deserialize)]
@@ -164,6 +167,8 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawQemu {
     watchdog_timeout: Option<String>,
+    #[serde(default)]
+    pdu: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -426,7 +431,10 @@ impl RigDesc {
                 })?,
         };
         Ok(Self {
-            qemu: QemuOptions { watchdog_timeout },
+            qemu: QemuOptions {
+                watchdog_timeout,
+                pdu: raw.qemu.pdu,
+            },
             name: raw.name,
             interval,
             deadtime,
