@@ -13,7 +13,7 @@
 //! |---|---|---|
 //! | `kill-holder` | 1 | SIGKILL of the holder's agent inside its guest |
 //! | `freeze-holder` | 2 | QMP `stop` of the holder's whole guest |
-//! | `partition` | 3 | serial cables cut and carrier lost on every heartbeat NIC; BMCs reachable |
+//! | `partition` | 3 | serial cables cut and carrier lost on every heartbeat NIC; BMCs reachable (with a witness: the standby alone is cut off) |
 //! | `isolate-holder` | 4 | the holder alone loses its heartbeat links, the others their BMC path (three hosts) |
 //! | `bmc-down` | 5 | the holder's BMC stopped, then the holder frozen: the PDU level (needs `[qemu] pdu = true`) |
 //! | `watchdog-reboot` | 6 | the standby's agent is killed while the holder cannot reach its BMC: the watchdog resets the standby, whose agent reports why it rebooted |
@@ -190,6 +190,9 @@ impl QemuRunner {
     /// heartbeat NIC), management up. Both sides race to fence; exactly one guest survives,
     /// holding the group.
     fn partition(&mut self) -> Result<QemuTiming, Failed> {
+        if self.rig.len() > 2 {
+            return self.partition_with_witness();
+        }
         let h = self.holder;
         let mut t = QemuTiming {
             scenario: "partition".into(),
@@ -267,6 +270,86 @@ impl QemuRunner {
         self.report(&t);
         self.heal_links()?;
         self.mend(victim, survivor)?;
+        Ok(t)
+    }
+
+    /// Scenario 3 with a witness: the standby is cut off every heartbeat path (serial and its
+    /// Ethernet carrier), so the holder and the witness are the majority. The holder keeps the
+    /// group without a break; the standby, alone, never starts anything (it is fenced by the
+    /// majority or stays a standby without quorum).
+    fn partition_with_witness(&mut self) -> Result<QemuTiming, Failed> {
+        let (h, s) = (self.holder, self.standby());
+        let mut t = QemuTiming {
+            scenario: "partition".into(),
+            ..QemuTiming::default()
+        };
+        let fault = Instant::now();
+        self.rig.cut_serial(true);
+        self.rig
+            .set_lan_link(s, false)
+            .map_err(|e| self.fail(&format!("set_link: {e}")))?;
+        let name = self.rig.name(s).to_owned();
+        let (down, _) = self
+            .rig
+            .wait_log(h, "peer_down", fault, WAIT, |v| v["peer"] == name.as_str())
+            .ok_or_else(|| self.fail("the holder never declared the cut-off standby dead"))?;
+        t.detect_ms = Some(ms(down - fault));
+        // Fenced by the majority, or not (it holds nothing): either way it stays out this long.
+        let off = self
+            .rig
+            .wait_event(s, "SHUTDOWN", fault, WITNESS_PARTITION_HOLD);
+        t.off_ms = off.as_ref().map(|e| ms(e.at - fault));
+        if let Some((at, _)) =
+            self.rig
+                .wait_log(h, "fence_level_done", fault, Duration::ZERO, |v| {
+                    v["peer"] == name.as_str() && v["ok"] == true
+                })
+        {
+            t.fence_confirmed_ms = Some(ms(at - fault));
+        }
+        let held: Vec<String> = self
+            .rig
+            .lines(h, fault)
+            .into_iter()
+            .filter(|(_, l)| l.contains("WK-RES"))
+            .map(|(_, l)| l)
+            .collect();
+        if !held.is_empty() || self.rig.holders() != [h] {
+            return Err(self.fail(&format!(
+                "the majority's holder did not keep the group without a break: {held:?}"
+            )));
+        }
+        if self.first_start(s, fault).is_some() {
+            return Err(self.fail("the cut-off standby started a resource"));
+        }
+        say(format!(
+            "partition: {} (with the witness) kept the group; {} {}",
+            self.rig.name(h),
+            name,
+            if off.is_some() {
+                "was switched off by the majority"
+            } else {
+                "stayed out without quorum"
+            }
+        ));
+        self.report(&t);
+        self.heal_links()?;
+        let fencing = self
+            .rig
+            .lines(h, fault)
+            .iter()
+            .any(|(_, l)| l.contains("FenceStarted"));
+        if self.rig.running(s) {
+            self.rejoined(s, h, fault)?;
+            if fencing {
+                std::thread::sleep(FENCE_RETRY_SETTLE);
+            }
+            if !self.rig.running(s) {
+                self.mend(s, h)?;
+            }
+        } else {
+            self.mend(s, h)?;
+        }
         Ok(t)
     }
 
@@ -711,6 +794,9 @@ const WATCHDOG_SLACK: Duration = Duration::from_millis(500);
 /// A failed fence is retried after 2 s (the agent's default) and the IPMI device's timeout in
 /// the rigs is 5 s: a pending retry has ended well within this.
 const FENCE_RETRY_SETTLE: Duration = Duration::from_secs(9);
+/// How long the cut-off standby of a witness rig is held out: the deadtime, the fence delay
+/// and a fence by IPMI fit well within it.
+const WITNESS_PARTITION_HOLD: Duration = Duration::from_secs(10);
 /// How often waits re-read consoles and events.
 const POLL: Duration = Duration::from_millis(50);
 
