@@ -12,6 +12,7 @@
 //! is stamped with the host's monotonic clock as it arrives, and the process is killed by PID
 //! when the guest is dropped. Nothing here touches the host's network.
 
+pub mod arp;
 pub mod cable;
 pub mod cpio;
 mod qmp;

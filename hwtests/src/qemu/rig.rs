@@ -14,6 +14,9 @@
 //! - **Ethernet.** An e1000 per guest on one `-netdev socket` multicast segment on loopback (it
 //!   survives any guest rebooting, unlike a point-to-point TCP link); QMP `set_link` gives
 //!   carrier loss.
+//! - **Client LAN.** When the group has a virtual IP, a third e1000 per guest on a segment of
+//!   its own (`lan0`, 10.79.0.x) carries it, as a Bacula host's LAN NIC would, so that cutting
+//!   the heartbeat network does not also take the address's carrier away.
 //! - **Management and BMCs.** A second e1000 on user-mode networking, where the host's
 //!   loopback is 10.0.2.2: the agent reaches its peers' `ipmi_sim` there over RMCP+. The BMC's
 //!   power-off hook sends QMP `quit` to the guest and returns only when the qemu process is
@@ -21,8 +24,9 @@
 //!   harness's job ([`QemuRig::power_on`]): a cold boot in a new qemu process.
 //!
 //! Every scenario judges the cluster from outside the agents: the marker resources print a
-//! line on the guest's console when they really start or stop, and QMP says when a guest was
-//! reset, frozen or switched off. [`QemuRig::overlaps`] checks that no resource ever ran on two
+//! line on the guest's console when they really start or stop, an [`ArpObserver`] on the
+//! guests' segment asks who answers for each virtual IP, as a client would, and QMP says when
+//! a guest was reset, frozen or switched off. [`QemuRig::overlaps`] checks that no resource ever ran on two
 //! powered hosts at once. Every process the rig starts is stopped by PID when it is dropped.
 
 use std::fmt::Write as _;
@@ -35,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::arp::{ArpObserver, ArpSample};
 use super::cable::SocketCable;
 use super::{json_in, Guest, Rig};
 use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
@@ -87,7 +92,10 @@ pub struct QemuRig {
     hosts: Vec<Host>,
     cables: Vec<SocketCable>,
     pdu: Option<ModbusPdu>,
+    /// One observer per virtual IP of the group, by resource name.
+    vips: Vec<(String, ArpObserver)>,
     mcast: String,
+    lan: String,
     /// The guest watchdog's timeout.
     pub watchdog_timeout: Duration,
     dir: tempfile::TempDir,
@@ -116,7 +124,32 @@ impl QemuRig {
             .tempdir()?;
         let d = dir.path().to_path_buf();
         let watchdog_timeout = desc.qemu.watchdog_timeout;
-        let mcast = format!("239.77.0.1:{}", crate::free_udp_port());
+        let group = std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(239, 77, 0, 1),
+            crate::free_udp_port(),
+        );
+        let mcast = group.to_string();
+        // The client LAN, where the virtual IPs live: a segment of its own, so that cutting the
+        // heartbeat network does not take the service address's carrier with it.
+        let lan = std::net::SocketAddrV4::new(
+            std::net::Ipv4Addr::new(239, 79, 0, 1),
+            crate::free_udp_port(),
+        );
+        let mut vips = Vec::new();
+        for r in &desc.resources {
+            if let ResourceKind::Vip { address } = &r.kind {
+                let ip = address
+                    .split_once('/')
+                    .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
+                    .ok_or_else(|| {
+                        io::Error::other(format!(
+                            "resource {:?}: the QEMU rig observes IPv4 virtual IPs only",
+                            r.name
+                        ))
+                    })?;
+                vips.push((r.name.clone(), ArpObserver::start(lan, ip)?));
+            }
+        }
         let mut hosts = Vec::new();
         for h in &desc.hosts {
             let hdir = d.join(&h.name);
@@ -171,7 +204,9 @@ impl QemuRig {
             hosts,
             cables,
             pdu,
+            vips,
             mcast,
+            lan: lan.to_string(),
             watchdog_timeout,
             dir,
         };
@@ -220,9 +255,10 @@ impl QemuRig {
         let boot_dir = host.dir.join(format!("boot{}", host.boots));
         fs::create_dir_all(&boot_dir)?;
         let cmdline = format!(
-            "wk.node={} wk.addr={}",
+            "wk.node={} wk.addr={} wk.lan=10.79.0.{}",
             self.desc.hosts[i].name,
-            hb_address(i)
+            hb_address(i),
+            i + 1
         );
         let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let guest = Guest::start_with(&self.base, &self.initrd, &boot_dir, &cmdline, &arg_refs)?;
@@ -409,7 +445,8 @@ impl QemuRig {
         held
     }
 
-    /// Hosts that run the whole group now.
+    /// Hosts that run every marker resource of the group now (from their consoles; virtual
+    /// IPs are judged by [`QemuRig::vip_owned_since`]).
     pub fn holders(&self) -> Vec<usize> {
         let held = self.holding();
         (0..self.hosts.len())
@@ -417,8 +454,37 @@ impl QemuRig {
                 self.desc
                     .resources
                     .iter()
+                    .filter(|r| !matches!(r.kind, ResourceKind::Vip { .. }))
                     .all(|r| held[i].contains(&r.name))
             })
+            .collect()
+    }
+
+    /// Whether the group has virtual IPs (observed by ARP).
+    pub fn has_vips(&self) -> bool {
+        !self.vips.is_empty()
+    }
+
+    /// When every virtual IP of the group was first answered for by host `i` alone, after
+    /// `after`; `None` until it has been (a rig without virtual IPs: `after`).
+    pub fn vip_owned_since(&self, i: usize, after: Instant) -> Option<Instant> {
+        let mac_last = u8::try_from(i + 1).ok()?;
+        let mut latest = after;
+        for (_, obs) in &self.vips {
+            let first = obs
+                .samples()
+                .into_iter()
+                .find(|s| s.at >= after && s.owners == [mac_last])?;
+            latest = latest.max(first.at);
+        }
+        Some(latest)
+    }
+
+    /// Every ARP sample of every virtual IP, by resource name.
+    pub fn vip_samples(&self) -> Vec<(String, Vec<ArpSample>)> {
+        self.vips
+            .iter()
+            .map(|(n, o)| (n.clone(), o.samples()))
             .collect()
     }
 
@@ -443,6 +509,24 @@ impl QemuRig {
                         others.join(", ")
                     ));
                 }
+            }
+        }
+        for (name, samples) in self.vip_samples() {
+            for s in samples.iter().filter(|s| s.owners.len() > 1) {
+                let who: Vec<String> = s
+                    .owners
+                    .iter()
+                    .map(|&m| {
+                        usize::from(m)
+                            .checked_sub(1)
+                            .filter(|&i| i < self.hosts.len())
+                            .map_or_else(|| format!("MAC ..:{m:02x}"), |i| self.name(i).to_owned())
+                    })
+                    .collect();
+                bad.push(format!(
+                    "virtual IP {name} answered ARP from {} at once",
+                    who.join(" and ")
+                ));
             }
         }
         bad
@@ -489,6 +573,15 @@ impl QemuRig {
             "-device".into(),
             format!("e1000,netdev=mg,mac={MG_MAC_PREFIX}{octet:02x}"),
         ];
+        if !self.vips.is_empty() {
+            a.push("-netdev".into());
+            a.push(format!(
+                "socket,id=lan,mcast={},localaddr=127.0.0.1",
+                self.lan
+            ));
+            a.push("-device".into());
+            a.push(format!("e1000,netdev=lan,mac={LAN_MAC_PREFIX}{octet:02x}"));
+        }
         for (c, ends) in self.desc.cables.iter().enumerate() {
             if ends.contains(&i) {
                 a.push("-chardev".into());
@@ -536,7 +629,7 @@ impl QemuRig {
             let _ = write!(s, "\n[[link]]\nname = \"serial{c}\"\nkind = \"serial\"\n");
         }
         if !desc.ethernet.is_empty() {
-            s.push_str("\n[[link]]\nname = \"lan0\"\nkind = \"udp\"\n");
+            s.push_str("\n[[link]]\nname = \"hb\"\nkind = \"udp\"\n");
         }
         for (i, h) in desc.hosts.iter().enumerate() {
             let _ = write!(
@@ -557,7 +650,7 @@ impl QemuRig {
             if desc.ethernet.contains(&i) {
                 let _ = writeln!(
                     s,
-                    "links.lan0 = {{ address = \"{}:{HB_PORT}\" }}",
+                    "links.hb = {{ address = \"{}:{HB_PORT}\" }}",
                     hb_address(i)
                 );
             }
@@ -630,7 +723,7 @@ impl QemuRig {
                 ResourceKind::Vip { address } => {
                     let _ = write!(
                         s,
-                        "type = \"vip\"\naddress = \"{address}\"\ninterface = \"hb0\"\n"
+                        "type = \"vip\"\naddress = \"{address}\"\ninterface = \"lan0\"\n"
                     );
                 }
             }
@@ -783,8 +876,10 @@ for d in /sys/class/net/eth*; do
   case "$(cat $d/address)" in
     52:54:00:77:*) ip link set "${d##*/}" name hb0 ;;
     52:54:00:02:*) ip link set "${d##*/}" name mg0 ;;
+    52:54:00:79:*) ip link set "${d##*/}" name lan0 ;;
   esac
 done
+[ -e /sys/class/net/lan0 ] && ip link set lan0 up && ip addr add "$(arg wk.lan)/24" dev lan0
 ip link set hb0 up && ip addr add "$addr/24" dev hb0
 ip link set mg0 up && ip addr add 10.0.2.15/24 dev mg0
 mkdir -p /run/wk /state/wk
@@ -832,6 +927,9 @@ const HB_PORT: u16 = 5405;
 const HB_MAC_PREFIX: &str = "52:54:00:77:00:";
 /// Management NIC MACs.
 const MG_MAC_PREFIX: &str = "52:54:00:02:00:";
+/// Client LAN NIC MACs (only when the group has a virtual IP); the ARP observer reads the
+/// host's number from the last octet.
+const LAN_MAC_PREFIX: &str = "52:54:00:79:00:";
 /// The agent feeds the watchdog this often: short, so that SIGKILL-to-reset is close to the
 /// timeout itself.
 pub const FEED_INTERVAL: Duration = Duration::from_millis(100);

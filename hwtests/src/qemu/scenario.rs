@@ -620,6 +620,11 @@ impl QemuRunner {
         if self.rig.holders() != [survivor] {
             return Err(self.fail("after the rejoin the group is not on the survivor alone"));
         }
+        if wait(STEP, || self.rig.vip_owned_since(survivor, t)).is_none() {
+            return Err(
+                self.fail("after the rejoin the survivor does not answer for the virtual IP")
+            );
+        }
         say(format!(
             "mended: {} back in {:.1} s",
             self.rig.name(victim),
@@ -664,7 +669,7 @@ impl QemuRunner {
     /// Waits until exactly one host holds the group and every other agent has seen it.
     fn settled(&self, after: Instant) -> Result<usize, Failed> {
         let holder = wait(BOOT, || match self.rig.holders().as_slice() {
-            [one] => Some(*one),
+            [one] => self.group_started(*one, after).map(|_| *one),
             _ => None,
         })
         .ok_or_else(|| self.fail("no single host took the group at start"))?;
@@ -682,12 +687,15 @@ impl QemuRunner {
         if !self.rig.holders().contains(&i) {
             return None;
         }
-        self.rig
+        let markers = self
+            .rig
             .lines(i, after)
             .into_iter()
             .filter(|(_, l)| l.contains("WK-RES") && l.contains(" start "))
             .map(|(at, _)| at)
-            .max()
+            .max();
+        let vips = self.rig.vip_owned_since(i, after)?;
+        Some(markers.map_or(vips, |m| m.max(vips)))
     }
 
     fn first_start(&self, i: usize, after: Instant) -> Option<Instant> {
