@@ -8,8 +8,9 @@
 //! 2. `partition`: serial cable cut and carrier lost on both heartbeat NICs, management network
 //!    up: exactly one guest survives, holding the group; the other was switched off by its BMC.
 //!
-//! After each: no resource ran on two powered guests at once, the switched-off guest boots
-//! again and rejoins. Both scenarios share one boot of the rig (CI time).
+//! After each: no resource ran on two powered guests at once (marker resources from the
+//! consoles; the virtual IP from ARP probes on the guests' client LAN, as a client would see
+//! it), the switched-off guest boots again and rejoins. Both scenarios share one boot of the rig (CI time).
 //!
 //! Needs what `scripts/deps-qemu.sh` and `scripts/deps-ipmi.sh` install; it skips (saying why)
 //! when the guest kernel or QEMU is missing, except under CI=true, where it fails instead.
@@ -75,6 +76,13 @@ fn a_killed_holder_is_reset_and_fenced_and_a_partition_leaves_one_survivor() {
     );
     assert!(runner.rig.overlaps().is_empty());
     assert_eq!(runner.rig.holders(), vec![runner.holder()]);
+    // The virtual IP was seen from outside, answered by one guest at a time.
+    for (name, samples) in runner.rig.vip_samples() {
+        let answered = samples.iter().filter(|s| s.owners.len() == 1).count();
+        assert!(answered > 10, "{name}: only {answered} ARP probes answered");
+        assert!(samples.iter().all(|s| s.owners.len() <= 1), "{name}: two owners");
+    }
+    assert!(runner.rig.has_vips(), "qemu-pair.toml's group has a virtual IP");
 
     eprintln!(
         "qemu rig: agent build {build_s:.1} s; rig boot to a holder {:.1} s; whole test {:.1} s{}",
