@@ -80,9 +80,15 @@ fn a_killed_holder_is_reset_and_fenced_and_a_partition_leaves_one_survivor() {
     for (name, samples) in runner.rig.vip_samples() {
         let answered = samples.iter().filter(|s| s.owners.len() == 1).count();
         assert!(answered > 10, "{name}: only {answered} ARP probes answered");
-        assert!(samples.iter().all(|s| s.owners.len() <= 1), "{name}: two owners");
+        assert!(
+            samples.iter().all(|s| s.owners.len() <= 1),
+            "{name}: two owners"
+        );
     }
-    assert!(runner.rig.has_vips(), "qemu-pair.toml's group has a virtual IP");
+    assert!(
+        runner.rig.has_vips(),
+        "qemu-pair.toml's group has a virtual IP"
+    );
 
     eprintln!(
         "qemu rig: agent build {build_s:.1} s; rig boot to a holder {:.1} s; whole test {:.1} s{}",

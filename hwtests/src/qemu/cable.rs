@@ -7,15 +7,20 @@
 //! as a real cable does. The relay reconnects to whichever end went away. Cutting the cable
 //! drops both connections: QEMU then discards what the guest writes, and the guest sees pure
 //! silence with no error, as on a 3-wire null modem without modem-control lines.
+//!
+//! Two more faults, as a bad cable gives them: line noise ([`SocketCable::set_noise`] flips one
+//! bit in every n-th byte) and latency ([`SocketCable::set_delay`] holds every chunk for a
+//! while before delivering it, in order).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
@@ -31,6 +36,10 @@ struct Shared {
     cut: AtomicBool,
     stop: AtomicBool,
     bytes: AtomicU64,
+    /// Flip a bit in every n-th byte (0: clean).
+    noise_every: AtomicU32,
+    /// Delivery delay in milliseconds.
+    delay_ms: AtomicU64,
 }
 
 impl SocketCable {
@@ -53,6 +62,17 @@ impl SocketCable {
         self.shared.cut.store(cut, Ordering::SeqCst);
     }
 
+    /// Line noise: one bit flipped in every `every`-th byte carried (0 for a clean line).
+    pub fn set_noise(&self, every: u32) {
+        self.shared.noise_every.store(every, Ordering::SeqCst);
+    }
+
+    /// Latency: every chunk is delivered `delay` after it was read (zero for none).
+    pub fn set_delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.shared.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Bytes carried so far, both ways.
     pub fn bytes(&self) -> u64 {
         self.shared.bytes.load(Ordering::Relaxed)
@@ -69,14 +89,18 @@ impl Drop for SocketCable {
 }
 
 /// The relay loop: (re)connects both ends while not cut, then copies whatever either side sends
-/// until one end closes or the cable is cut. Each pass waits at most [`TICK`], so `stop` and
-/// `cut` take effect within that.
+/// (noised and delayed as set) until one end closes or the cable is cut. Each pass waits at
+/// most [`TICK`], so `stop`, `cut` and due deliveries take effect within that.
 fn relay(ends: &[PathBuf; 2], shared: &Shared) {
     let mut conns: Option<[UnixStream; 2]> = None;
     let mut buf = [0u8; 4096];
+    // Chunks in flight: when due, which end they go to, the bytes. Bounded by MAX_IN_FLIGHT.
+    let mut in_flight: VecDeque<(Instant, usize, Vec<u8>)> = VecDeque::new();
+    let mut carried: u64 = 0;
     while !shared.stop.load(Ordering::SeqCst) {
         if shared.cut.load(Ordering::SeqCst) {
             conns = None;
+            in_flight.clear();
             std::thread::sleep(TICK);
             continue;
         }
@@ -87,39 +111,63 @@ fn relay(ends: &[PathBuf; 2], shared: &Shared) {
             }
             continue;
         };
+        let mut broken = false;
+        while in_flight
+            .front()
+            .is_some_and(|(due, _, _)| *due <= Instant::now())
+        {
+            if let Some((_, to, bytes)) = in_flight.pop_front() {
+                if pair[to].write_all(&bytes).is_err() {
+                    broken = true;
+                }
+            }
+        }
         let ready = {
             let mut fds = [
                 PollFd::new(pair[0].as_fd(), PollFlags::POLLIN),
                 PollFd::new(pair[1].as_fd(), PollFlags::POLLIN),
             ];
             match poll(&mut fds, PollTimeout::from(TICK_MS)) {
-                Ok(0) => continue,
+                Ok(0) => [false, false],
                 Ok(_) => [0, 1].map(|i| fds[i].revents().is_some_and(|r| !r.is_empty())),
                 Err(_) => [false, false],
             }
         };
-        let mut broken = false;
         for from in 0..2 {
-            if !ready[from] {
+            if broken || !ready[from] {
                 continue;
             }
             let n = pair[from].read(&mut buf).unwrap_or(0);
             if n == 0 {
                 broken = true;
-                break;
+                continue;
             }
-            if pair[1 - from].write_all(&buf[..n]).is_err() {
-                broken = true;
-                break;
+            let mut chunk = buf[..n].to_vec();
+            let every = u64::from(shared.noise_every.load(Ordering::Relaxed));
+            for (k, byte) in chunk.iter_mut().enumerate() {
+                let index = carried + u64::try_from(k).unwrap_or(0);
+                if every > 0 && index % every == every - 1 {
+                    *byte ^= 1 << (index % 8);
+                }
             }
+            carried += u64::try_from(n).unwrap_or(0);
             shared
                 .bytes
                 .fetch_add(u64::try_from(n).unwrap_or(0), Ordering::Relaxed);
+            let delay = Duration::from_millis(shared.delay_ms.load(Ordering::Relaxed));
+            if delay.is_zero() && in_flight.is_empty() {
+                if pair[1 - from].write_all(&chunk).is_err() {
+                    broken = true;
+                }
+            } else if in_flight.len() < MAX_IN_FLIGHT {
+                in_flight.push_back((Instant::now() + delay, 1 - from, chunk));
+            }
         }
         if broken {
             // One guest went away (powered off, rebooted into a new process): drop both so the
             // other side sees silence, not half a cable, then reconnect.
             conns = None;
+            in_flight.clear();
         }
     }
 }
@@ -134,5 +182,7 @@ fn connect(ends: &[PathBuf; 2]) -> Option<[UnixStream; 2]> {
 const TICK: Duration = Duration::from_millis(20);
 /// The same, for `poll`.
 const TICK_MS: u16 = 20;
+/// Chunks held by a delay; beyond this a slow line drops them, as an overrun UART would.
+const MAX_IN_FLIGHT: usize = 4096;
 /// Retry interval while an end is missing (a guest off or booting).
 const RECONNECT: Duration = Duration::from_millis(50);

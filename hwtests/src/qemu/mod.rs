@@ -11,6 +11,13 @@
 //! [`Rig::locate`] finds them. [`Guest`] runs one qemu process: every console line and QMP event
 //! is stamped with the host's monotonic clock as it arrives, and the process is killed by PID
 //! when the guest is dropped. Nothing here touches the host's network.
+//!
+//! On top of single guests, [`rig::QemuRig`] builds a whole rig description as guests joined by
+//! serial cables ([`cable::SocketCable`]), Ethernet segments and BMCs, and
+//! [`scenario::QemuRunner`] runs the failure scenarios on it (`hwtests run --backend qemu`).
+//!
+//! Guests run under software emulation (TCG): the machines these tests run on have no usable
+//! KVM. `WK_QEMU_ACCEL=kvm` switches to `-accel kvm -cpu host` on a host that really has it.
 
 pub mod arp;
 pub mod cable;
@@ -185,8 +192,13 @@ impl Guest {
         let qmp_path = dir.join("qmp.sock");
         let ctl_path = dir.join("ctl.sock");
         let console_log = dir.join("console.log");
+        let accel: &[&str] = match std::env::var(ACCEL_ENV).as_deref() {
+            Ok("kvm") => &["-accel", "kvm", "-cpu", "host"],
+            _ => &["-accel", "tcg"],
+        };
         let mut child = Command::new(QEMU)
-            .args(["-accel", "tcg", "-machine", "pc", "-m", "128M", "-smp", "1"])
+            .args(accel)
+            .args(["-machine", "pc", "-m", "128M", "-smp", "1"])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -420,6 +432,9 @@ const QEMU: &str = "qemu-system-x86_64";
 
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
+
+/// The environment variable choosing the accelerator (`kvm`; anything else is TCG).
+const ACCEL_ENV: &str = "WK_QEMU_ACCEL";
 
 /// The environment variable naming the cache directory.
 const CACHE_ENV: &str = "WK_QEMU_CACHE";

@@ -319,6 +319,20 @@ impl QemuRig {
         }
     }
 
+    /// Line noise on every serial cable: one bit flipped in every `every`-th byte (0: clean).
+    pub fn noise_serial(&self, every: u32) {
+        for c in &self.cables {
+            c.set_noise(every);
+        }
+    }
+
+    /// Latency on every serial cable (zero for none).
+    pub fn delay_serial(&self, delay: Duration) {
+        for c in &self.cables {
+            c.set_delay(delay);
+        }
+    }
+
     /// Carrier loss (`up = false`) or back on host `i`'s heartbeat NIC, by QMP `set_link`.
     pub fn set_lan_link(&self, i: usize, up: bool) -> io::Result<()> {
         self.set_link(i, "hb", up)

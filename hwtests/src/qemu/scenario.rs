@@ -16,6 +16,7 @@
 //! | `partition` | 3 | serial cables cut and carrier lost on every heartbeat NIC; BMCs reachable (with a witness: the standby alone is cut off) |
 //! | `isolate-holder` | 4 | the holder alone loses its heartbeat links, the others their BMC path (three hosts) |
 //! | `bmc-down` | 5 | the holder's BMC stopped, then the holder frozen: the PDU level (needs `[qemu] pdu = true`) |
+//! | `bad-cable` | — | line noise on the serial cables (Ethernet up), then a slow serial line as the only link: nothing may happen |
 //! | `watchdog-reboot` | 6 | the standby's agent is killed while the holder cannot reach its BMC: the watchdog resets the standby, whose agent reports why it rebooted |
 
 use std::time::{Duration, Instant};
@@ -24,13 +25,14 @@ use super::rig::QemuRig;
 use crate::rig::desc::RigDesc;
 
 /// Scenario names [`QemuRunner::run`] accepts.
-pub const SCENARIOS: [&str; 6] = [
+pub const SCENARIOS: [&str; 7] = [
     "kill-holder",
     "freeze-holder",
     "partition",
     "isolate-holder",
     "bmc-down",
     "watchdog-reboot",
+    "bad-cable",
 ];
 
 /// A scenario failed: what was expected and what the rig showed.
@@ -112,6 +114,7 @@ impl QemuRunner {
             "isolate-holder" => self.isolate_holder()?,
             "bmc-down" => self.bmc_down()?,
             "watchdog-reboot" => self.watchdog_reboot()?,
+            "bad-cable" => self.bad_cable()?,
             other => {
                 return Err(Failed(format!(
                     "unknown scenario {other:?}; known: {}",
@@ -560,6 +563,87 @@ impl QemuRunner {
         Ok(t)
     }
 
+    /// A bad serial cable must not cause a failover: first line noise (one bit flipped in every
+    /// seventh byte, so no frame passes its CRC) while the Ethernet is up, then the Ethernet cut
+    /// and the serial line clean but slow (each byte delivered late, within the deadtime).
+    /// Nobody is declared dead, switched off or reset, and the holder keeps the group.
+    fn bad_cable(&mut self) -> Result<QemuTiming, Failed> {
+        let h = self.holder;
+        let t = QemuTiming {
+            scenario: "bad-cable".into(),
+            ..QemuTiming::default()
+        };
+        let hold = self.rig.desc.deadtime * 2;
+        let fault = Instant::now();
+        self.rig.noise_serial(NOISE_EVERY);
+        std::thread::sleep(hold);
+        self.rig.noise_serial(0);
+        let slow = Instant::now();
+        self.rig.delay_serial(SLOW_LINE);
+        for i in 0..self.rig.len() {
+            self.rig
+                .set_lan_link(i, false)
+                .map_err(|e| self.fail(&format!("set_link: {e}")))?;
+        }
+        std::thread::sleep(hold);
+        self.heal_links()?;
+        self.rig.delay_serial(Duration::ZERO);
+        let mut seen = Vec::new();
+        for i in 0..self.rig.len() {
+            for event in ["peer_down", "self_fence"] {
+                if let Some((_, v)) = self.rig.wait_log(i, event, fault, Duration::ZERO, |_| true) {
+                    seen.push(format!("{}: {v}", self.rig.name(i)));
+                }
+            }
+            for event in ["SHUTDOWN", "RESET", "WATCHDOG"] {
+                if self
+                    .rig
+                    .wait_event(i, event, fault, Duration::ZERO)
+                    .is_some()
+                {
+                    seen.push(format!("{}: QMP {event}", self.rig.name(i)));
+                }
+            }
+        }
+        if !seen.is_empty() {
+            return Err(self.fail(&format!("a bad cable caused: {}", seen.join("; "))));
+        }
+        // The faults were real: the noise took the serial link down (no frame passed), and
+        // while the Ethernet was cut the slow serial line alone carried the peer.
+        let serial_down = self
+            .rig
+            .wait_log(h, "link_down", fault, Duration::ZERO, |v| {
+                v["kind"] == "serial"
+            })
+            .is_some_and(|(at, _)| at < slow);
+        let udp_down = self
+            .rig
+            .wait_log(h, "link_down", slow, Duration::ZERO, |v| v["kind"] == "udp")
+            .is_some();
+        if !serial_down || !udp_down {
+            return Err(self.fail(&format!(
+                "the faults did not take effect: serial link down under noise {serial_down}, \
+                 Ethernet link down when cut {udp_down}"
+            )));
+        }
+        let stops = self
+            .rig
+            .lines(h, fault)
+            .into_iter()
+            .filter(|(_, l)| l.contains("WK-RES"))
+            .count();
+        if stops > 0 || self.rig.holders() != [h] {
+            return Err(self.fail("the holder did not keep the group through a bad cable"));
+        }
+        say(format!(
+            "bad-cable: {:?} of noise (the serial link went down), then {:?} of the Ethernet cut and the serial line delayed by {SLOW_LINE:?}: no one declared dead, {} kept the group",
+            hold,
+            hold,
+            self.rig.name(h)
+        ));
+        Ok(t)
+    }
+
     /// The common end of a lost holder: the standby declares it dead, its BMC switches it off
     /// (the qemu process ends), the standby reports the fence confirmed and starts the group,
     /// and starts nothing before the power-off.
@@ -805,6 +889,10 @@ const FENCE_RETRY_SETTLE: Duration = Duration::from_secs(9);
 /// How long the cut-off standby of a witness rig is held out: the deadtime, the fence delay
 /// and a fence by IPMI fit well within it.
 const WITNESS_PARTITION_HOLD: Duration = Duration::from_secs(10);
+/// `bad-cable`'s noise: one flipped bit every this many bytes hits every heartbeat frame.
+const NOISE_EVERY: u32 = 7;
+/// `bad-cable`'s slow line: well above the heartbeat interval, well below the deadtime.
+const SLOW_LINE: Duration = Duration::from_millis(500);
 /// How often waits re-read consoles and events.
 const POLL: Duration = Duration::from_millis(50);
 
