@@ -25,6 +25,10 @@ fn main() -> Result<()> {
             for s in SCENARIOS {
                 println!("{s}");
             }
+            println!(
+                "--backend qemu: {}",
+                hwtests::qemu::scenario::SCENARIOS.join(", ")
+            );
             return Ok(());
         }
         Some("run") => false,

@@ -186,3 +186,69 @@ const TICK_MS: u16 = 20;
 const MAX_IN_FLIGHT: usize = 4096;
 /// Retry interval while an end is missing (a guest off or booting).
 const RECONNECT: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixListener;
+
+    use super::*;
+
+    /// Two listening ends, as two qemu chardev servers; the relay connects to both.
+    fn ends(dir: &Path) -> (SocketCable, UnixStream, UnixStream) {
+        let (a, b) = (dir.join("a.sock"), dir.join("b.sock"));
+        let (la, lb) = (
+            UnixListener::bind(&a).expect("bind a"),
+            UnixListener::bind(&b).expect("bind b"),
+        );
+        let cable = SocketCable::start(&a, &b).expect("relay");
+        let (sa, _) = la.accept().expect("accept a");
+        let (sb, _) = lb.accept().expect("accept b");
+        for s in [&sa, &sb] {
+            s.set_read_timeout(Some(Duration::from_millis(300)))
+                .expect("timeout");
+        }
+        (cable, sa, sb)
+    }
+
+    fn read_some(s: &mut UnixStream) -> Vec<u8> {
+        let mut buf = [0u8; 64];
+        s.read(&mut buf)
+            .map(|n| buf[..n].to_vec())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn bytes_cross_both_ways_with_noise_and_delay_and_stop_when_cut() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (cable, mut a, mut b) = ends(dir.path());
+        a.write_all(b"ping").expect("write");
+        assert_eq!(read_some(&mut b), b"ping");
+        b.write_all(b"pong").expect("write");
+        assert_eq!(read_some(&mut a), b"pong");
+        assert_eq!(cable.bytes(), 8);
+
+        // Bytes 8..15 of the stream: the 14th (index 13) gets bit 13 % 8 = 5 flipped.
+        cable.set_noise(7);
+        a.write_all(b"abcdefg").expect("write");
+        let got = read_some(&mut b);
+        assert_eq!(got.len(), 7);
+        assert_eq!(got[5], b'f' ^ (1 << 5), "{got:?}");
+        assert_eq!(&got[..5], b"abcde");
+        cable.set_noise(0);
+
+        cable.set_delay(Duration::from_millis(150));
+        let sent = Instant::now();
+        a.write_all(b"late").expect("write");
+        assert_eq!(read_some(&mut b), b"late");
+        assert!(sent.elapsed() >= Duration::from_millis(150));
+        cable.set_delay(Duration::ZERO);
+
+        cable.set_cut(true);
+        std::thread::sleep(TICK * 3);
+        // Cut: the relay dropped both connections, so each end reads end-of-file (not a
+        // timeout).
+        let mut buf = [0u8; 8];
+        assert!(matches!(b.read(&mut buf), Ok(0)));
+        assert!(matches!(a.read(&mut buf), Ok(0)));
+    }
+}
