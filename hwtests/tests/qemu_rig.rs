@@ -8,6 +8,11 @@
 //! 2. `partition`: serial cable cut and carrier lost on both heartbeat NICs, management network
 //!    up: exactly one guest survives, holding the group; the other was switched off by its BMC.
 //!
+//! A second test runs the rest of the set once each, so that none of them rots: scenario 2
+//! (`freeze-holder`), 6 (`watchdog-reboot`) and `bad-cable` on the pair, 3 with a witness and
+//! 4 (`isolate-holder`) on three guests, and 5 (`bmc-down`, the PDU level) on the pair with a
+//! PDU.
+//!
 //! After each: no resource ran on two powered guests at once (marker resources from the
 //! consoles; the virtual IP from ARP probes on the guests' client LAN, as a client would see
 //! it), the switched-off guest boots again and rejoins. Both scenarios share one boot of the rig (CI time).
@@ -25,18 +30,13 @@ use hwtests::rig::desc::RigDesc;
 
 #[test]
 fn a_killed_holder_is_reset_and_fenced_and_a_partition_leaves_one_survivor() {
-    if let Err(why) = Rig::locate() {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{why} (CI=true: this test must run)");
-        }
-        eprintln!("SKIPPED: {why}");
+    if !qemu_available() {
         return;
     }
     let t0 = Instant::now();
     let agent = guest_agent().expect("the agent built for musl");
     let build_s = t0.elapsed().as_secs_f64();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/qemu-pair.toml");
-    let desc = RigDesc::load(&path).expect("rig description");
+    let desc = rig("qemu-pair.toml");
     let deadtime = desc.deadtime;
     let rig = QemuRig::build(desc, &agent).expect("build the rig");
     let wd_timeout = rig.watchdog_timeout;
@@ -97,4 +97,72 @@ fn a_killed_holder_is_reset_and_fenced_and_a_partition_leaves_one_survivor() {
         table(&runner.timings)
     );
     assert!(t0.elapsed() < Duration::from_secs(600));
+}
+
+#[test]
+fn freeze_witness_isolation_bmc_down_watchdog_reboot_and_a_bad_cable() {
+    if !qemu_available() {
+        return;
+    }
+    let t0 = Instant::now();
+    let agent = guest_agent().expect("the agent built for musl");
+    let plan: [(&str, &[&str]); 3] = [
+        (
+            "qemu-pair.toml",
+            &["freeze-holder", "watchdog-reboot", "bad-cable"],
+        ),
+        ("qemu-witness.toml", &["partition", "isolate-holder"]),
+        ("qemu-pdu.toml", &["bmc-down"]),
+    ];
+    let mut report = String::new();
+    for (file, scenarios) in plan {
+        let rig = QemuRig::build(rig(file), &agent).expect("build the rig");
+        let mut runner = QemuRunner::start(rig).unwrap_or_else(|e| panic!("{file}: {e}"));
+        for name in scenarios {
+            let t = runner
+                .run(name)
+                .unwrap_or_else(|e| panic!("{file} {name}: {e}"));
+            match *name {
+                "freeze-holder" | "bmc-down" => {
+                    let off = t.off_ms.expect("switched off");
+                    let takeover = t.takeover_ms.expect("taken over");
+                    assert!(off <= takeover, "{t:?}");
+                }
+                "isolate-holder" => {
+                    let wd = t.watchdog_ms.expect("self-fenced");
+                    assert!(wd <= t.takeover_ms.expect("taken over"), "{t:?}");
+                }
+                "watchdog-reboot" => assert!(t.reboot_ms.is_some(), "{t:?}"),
+                _ => {}
+            }
+        }
+        assert!(runner.rig.overlaps().is_empty());
+        report.push_str(&format!("{file}:{}", table(&runner.timings)));
+    }
+    eprintln!(
+        "qemu rig, the rest of the set: {:.1} s\n{report}",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// Whether QEMU and the guest kernel are installed; prints `SKIPPED` if not, and fails instead
+/// under CI=true.
+fn qemu_available() -> bool {
+    match Rig::locate() {
+        Ok(_) => true,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("{why} (CI=true: this test must run)")
+        }
+        Err(why) => {
+            eprintln!("SKIPPED: {why}");
+            false
+        }
+    }
+}
+
+fn rig(file: &str) -> RigDesc {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rigs")
+        .join(file);
+    RigDesc::load(&path).expect("rig description")
 }

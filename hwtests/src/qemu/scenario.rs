@@ -123,6 +123,7 @@ impl QemuRunner {
             }
         };
         self.check_overlaps()?;
+        self.ensure_whole()?;
         self.timings.push(t.clone());
         Ok(t)
     }
@@ -556,6 +557,17 @@ impl QemuRunner {
         self.report(&t);
         if self.rig.running(s) {
             self.rejoined(s, h, fault)?;
+            // The holder's fence of its standby failed while its BMC path was down; a retry
+            // may still switch the standby off now that the path is back ([`ensure_whole`]
+            // boots it again).
+            let fencing = self
+                .rig
+                .lines(h, fault)
+                .iter()
+                .any(|(_, l)| l.contains("FenceStarted"));
+            if fencing {
+                std::thread::sleep(FENCE_RETRY_SETTLE);
+            }
         } else {
             // The holder's fence got through once its link was back.
             self.mend(s, h)?;
@@ -714,6 +726,22 @@ impl QemuRunner {
             self.rig.name(victim),
             t.elapsed().as_secs_f64()
         ));
+        Ok(())
+    }
+
+    /// Boots every guest that is off (a late fence retry can switch off a node that already
+    /// rejoined) and waits until it rejoined the holder, so the next scenario starts whole.
+    fn ensure_whole(&mut self) -> Result<(), Failed> {
+        for i in 0..self.rig.len() {
+            if !self.rig.running(i) {
+                say(format!(
+                    "note: {} was switched off after the scenario had settled; booting it",
+                    self.rig.name(i)
+                ));
+                let holder = self.holder;
+                self.mend(i, holder)?;
+            }
+        }
         Ok(())
     }
 
