@@ -896,6 +896,12 @@ done
 [ -e /sys/class/net/lan0 ] && ip link set lan0 up && ip addr add "$(arg wk.lan)/24" dev lan0
 ip link set hb0 up && ip addr add "$addr/24" dev hb0
 ip link set mg0 up && ip addr add 10.0.2.15/24 dev mg0
+# An e1000 reports carrier a moment after it is set up; start the agent on a host whose links
+# are up, as a network-online target would.
+for n in hb0 lan0; do
+  [ -e /sys/class/net/$n ] || continue
+  i=0; while [ "$(cat /sys/class/net/$n/carrier 2>/dev/null)" != 1 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+done
 mkdir -p /run/wk /state/wk
 i=0; while [ ! -e /dev/watchdog0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
 n=$(cat /state/boot 2>/dev/null || echo 0); n=$((n + 1)); echo $n > /state/boot; sync
