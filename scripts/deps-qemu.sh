@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Installs what the QEMU watchdog test and the feed-gap benchmark need, only when missing, and
-# prepares the guest kernel. Idempotent: a second run does nothing but check.
+# Installs what the QEMU tests (watchdog, the QEMU rig) and the feed-gap benchmark need, only when
+# missing, and prepares the guest kernel. Idempotent: a second run does nothing but check. The
+# QEMU rig also needs ipmi_sim (scripts/deps-ipmi.sh).
 #
 #  - host tools (Debian bookworm): busybox-static (the guest's userland), kmod (module
 #    dependencies of the guest kernel), e2fsprogs (the guest's state disk), xz-utils, musl-tools
-#    (C code in crates built for the musl target), stress-ng (the benchmark's load).
+#    (C code in crates built for the musl target), stress-ng (the benchmark's load), socat (the
+#    QEMU rig's BMC power hook sends QMP `quit` with it).
 #  - qemu-system-x86 from bookworm-backports. Why backports: these machines ship qemu-utils
 #    10.0.2 from backports, and bookworm's qemu-system-x86 7.2 would make apt remove it. The
 #    backports source lives in a private apt state directory under the cache; the system's apt
@@ -27,7 +29,7 @@ apt_updated=
 apt_update() { [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }; }
 
 need=()
-for p in busybox-static kmod e2fsprogs xz-utils musl-tools stress-ng; do
+for p in busybox-static kmod e2fsprogs xz-utils musl-tools stress-ng socat; do
   dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

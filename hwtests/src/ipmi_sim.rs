@@ -99,14 +99,41 @@ impl IpmiSim {
         std::fs::write(&emu, EMU_FILE).expect("emu file");
         let lan = dir.path().join("lan.conf");
         std::fs::write(&lan, lan_conf(port, &hook, &power, config)).expect("lan.conf");
-        let log = std::fs::File::create(dir.path().join("ipmi_sim.log")).expect("log file");
+        let mut sim = Self {
+            child: None,
+            port,
+            dir,
+        };
+        sim.spawn();
+        sim
+    }
+
+    /// Starts the simulator again after [`IpmiSim::stop`], on the same port with the same
+    /// configuration and chassis power (a BMC that was switched off and back on).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Whether the simulator process is running (not stopped by [`IpmiSim::stop`]).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    fn spawn(&mut self) {
+        let dir = self.dir.path();
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(dir.join("ipmi_sim.log"))
+            .expect("log file");
         let child = Command::new("ipmi_sim")
             .arg("-c")
-            .arg(&lan)
+            .arg(dir.join("lan.conf"))
             .arg("-f")
-            .arg(&emu)
+            .arg(dir.join("bmc.emu"))
             .arg("-s")
-            .arg(&state)
+            .arg(dir.join("state"))
             .arg("-n")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file"))
@@ -115,13 +142,8 @@ impl IpmiSim {
             .unwrap_or_else(|e| {
                 panic!("cannot start ipmi_sim ({e}): install it with scripts/deps-ipmi.sh")
             });
-        let mut sim = Self {
-            child: Some(child),
-            port,
-            dir,
-        };
-        sim.wait_ready();
-        sim
+        self.child = Some(child);
+        self.wait_ready();
     }
 
     /// The simulator's address.

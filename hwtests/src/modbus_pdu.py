@@ -19,7 +19,10 @@ The state file (--state, JSON) holds:
   like a welded relay or a PDU that lies;
 - "busy": true makes every request answer exception 6 (server device busy);
 - "delay_ms": pause before answering each request (longer than the client's timeout makes a
-  PDU that never answers).
+  PDU that never answers);
+- "off_hook": a shell script run as `sh SCRIPT <unit> <outlet index>` when a write switches a
+  powered outlet off, before the write is answered (the QEMU rig cuts a guest's power with it,
+  so an acknowledged off means the machine is really off).
 
 It is read before every request and rewritten (atomically, by rename) after every write, so a
 test may change it between calls. Unit ids not in --units get no answer at all, as on an RS-485
@@ -39,6 +42,7 @@ import json
 import logging
 import os
 import signal
+import subprocess
 
 from pymodbus.constants import ExcCodes
 from pymodbus.datastore import ModbusServerContext
@@ -165,6 +169,9 @@ class PduContext(ModbusServerContext):
                 logged = int(value)
             self.state.log_write(device_id, func_code, address + i, logged)
             if f"{device_id}:{first + i}" not in stuck:
+                hook = self.state.doc.get("off_hook")
+                if hook and outlets[first + i] == 1 and stored == 0:
+                    subprocess.run(["sh", hook, str(device_id), str(first + i)], timeout=10, check=False)
                 outlets[first + i] = stored
         self.state.save()
         if func_code in (5, 6):

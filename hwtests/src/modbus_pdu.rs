@@ -196,6 +196,15 @@ impl ModbusPdu {
         self.update(|state| state["delay_ms"] = Value::from(ms));
     }
 
+    /// Runs `script` (with `sh`, arguments: unit, outlet index) whenever a write switches a
+    /// powered outlet off, before the write is answered: wires outlets to machines' power, so
+    /// that an acknowledged off means the machine is really off. The script is the harness's
+    /// own.
+    pub fn set_off_hook(&self, script: &Path) {
+        let path = script.display().to_string();
+        self.update(|state| state["off_hook"] = Value::from(path));
+    }
+
     /// Every write the server accepted, oldest first: `unit=U fc=F addr=A value=V`.
     pub fn writes(&self) -> Vec<String> {
         fs::read_to_string(self.dir.path().join("writes.log"))

@@ -1,10 +1,11 @@
 //! `hwtests run --rig FILE SCENARIO`: builds the rig a description file names on this machine
-//! (or, for `backend = "real"`, reaches the real hosts it names) and runs a fault scenario
-//! against it, printing each step and exiting non-zero when an invariant breaks, with status 3
-//! when the rig cannot inject a fault the scenario needs. `hwtests bench --rig FILE SCENARIO --runs N` repeats a failover scenario
-//! (`kill-holder`, `freeze-holder`) and prints p50/p99 of the fence and of the whole group
-//! started, from the BMC's power log and the resources' own journal. `hwtests list` names the
-//! scenarios.
+//! (network namespaces, or QEMU guests with `--backend qemu`; for `backend = "real"`, reaches
+//! the real hosts it names) and runs a fault scenario against it, printing each step and
+//! exiting non-zero when an invariant breaks, with status 3 when the rig cannot inject a fault
+//! the scenario needs. `hwtests bench --rig FILE SCENARIO --runs N` repeats a failover
+//! scenario (`kill-holder`, `freeze-holder`) and prints p50/p99 of the fence and of the whole
+//! group started, from the BMC's power log and the resources' own journal. `hwtests list`
+//! names the scenarios.
 //!
 //! `cargo build -p agent --bin watchkeeper && cargo run -p hwtests --bin hwtests -- run --rig hwtests/rigs/pair.toml chaos --faults 200`
 
@@ -19,7 +20,7 @@ use hwtests::rig::scenario::{Runner, Timing, SCENARIOS};
 use hwtests::rig::Rig;
 use hwtests::util::percentile;
 
-const USAGE: &str = "usage: hwtests run --rig FILE SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE SCENARIO [--runs N] | hwtests list";
+const USAGE: &str = "usage: hwtests run --rig FILE [--backend netns|qemu] SCENARIO [--seed N] [--faults N] | hwtests bench --rig FILE [--backend netns|qemu] SCENARIO [--runs N] | hwtests list";
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
@@ -28,6 +29,10 @@ fn main() -> Result<()> {
             for s in SCENARIOS {
                 println!("{s}");
             }
+            println!(
+                "--backend qemu: {}",
+                hwtests::qemu::scenario::SCENARIOS.join(", ")
+            );
             return Ok(());
         }
         Some("run") => false,
@@ -39,18 +44,32 @@ fn main() -> Result<()> {
     let mut seed: Option<u64> = None;
     let mut faults = 200usize;
     let mut runs = 20usize;
+    let mut qemu = false;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--rig" => rig = Some(args.next().context("--rig FILE")?.into()),
             "--seed" => seed = Some(args.next().context("--seed N")?.parse()?),
             "--faults" => faults = args.next().context("--faults N")?.parse()?,
             "--runs" => runs = args.next().context("--runs N")?.parse()?,
+            "--backend" => match args.next().as_deref() {
+                Some("qemu") => qemu = true,
+                Some("netns") => qemu = false,
+                other => bail!("--backend netns|qemu, not {other:?}"),
+            },
             s if !s.starts_with('-') && scenario.is_none() => scenario = Some(s.to_owned()),
             other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     let rig = rig.context(USAGE)?;
     let scenario = scenario.context(USAGE)?;
+    if qemu {
+        let desc = RigDesc::load(&rig)?;
+        return Ok(hwtests::qemu::scenario::cli(
+            desc,
+            &scenario,
+            bench.then_some(runs),
+        )?);
+    }
     if !SCENARIOS.contains(&scenario.as_str()) {
         bail!(
             "unknown scenario {scenario:?}; known: {}",

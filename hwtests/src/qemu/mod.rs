@@ -11,9 +11,20 @@
 //! [`Rig::locate`] finds them. [`Guest`] runs one qemu process: every console line and QMP event
 //! is stamped with the host's monotonic clock as it arrives, and the process is killed by PID
 //! when the guest is dropped. Nothing here touches the host's network.
+//!
+//! On top of single guests, [`rig::QemuRig`] builds a whole rig description as guests joined by
+//! serial cables ([`cable::SocketCable`]), Ethernet segments and BMCs, and
+//! [`scenario::QemuRunner`] runs the failure scenarios on it (`hwtests run --backend qemu`).
+//!
+//! Guests run under software emulation (TCG): the machines these tests run on have no usable
+//! KVM. `WK_QEMU_ACCEL=kvm` switches to `-accel kvm -cpu host` on a host that really has it.
 
+pub mod arp;
+pub mod cable;
 pub mod cpio;
 mod qmp;
+pub mod rig;
+pub mod scenario;
 
 use std::fs;
 use std::io::{self, BufRead, BufReader};
@@ -151,6 +162,9 @@ impl Rig {
 #[derive(Debug)]
 pub struct Guest {
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    ctl_path: PathBuf,
+    started: Instant,
     console: Arc<Mutex<Vec<(Instant, String)>>>,
     events: Arc<Mutex<Vec<QmpEvent>>>,
     readers: Vec<JoinHandle<()>>,
@@ -161,10 +175,30 @@ impl Guest {
     /// Starts qemu with `rig`'s kernel, `initrd`, and `extra` arguments; the console goes to
     /// `dir/console.log` (host-timestamped) and QMP lives at `dir/qmp.sock`.
     pub fn start(rig: &Rig, initrd: &Path, dir: &Path, extra: &[&str]) -> io::Result<Self> {
+        Self::start_with(rig, initrd, dir, "", extra)
+    }
+
+    /// As [`Guest::start`], with `cmdline` appended to the kernel command line (the guest's
+    /// `/init` reads its parameters from `/proc/cmdline`). A second QMP monitor at
+    /// `dir/ctl.sock` takes commands ([`Guest::qmp`]) while the first one records events, and
+    /// the guest's console reads what [`Guest::send_line`] writes.
+    pub fn start_with(
+        rig: &Rig,
+        initrd: &Path,
+        dir: &Path,
+        cmdline: &str,
+        extra: &[&str],
+    ) -> io::Result<Self> {
         let qmp_path = dir.join("qmp.sock");
+        let ctl_path = dir.join("ctl.sock");
         let console_log = dir.join("console.log");
+        let accel: &[&str] = match std::env::var(ACCEL_ENV).as_deref() {
+            Ok("kvm") => &["-accel", "kvm", "-cpu", "host"],
+            _ => &["-accel", "tcg"],
+        };
         let mut child = Command::new(QEMU)
-            .args(["-accel", "tcg", "-machine", "pc", "-m", "128M", "-smp", "1"])
+            .args(accel)
+            .args(["-machine", "pc", "-m", "128M", "-smp", "1"])
             .args([
                 "-nodefaults",
                 "-no-user-config",
@@ -176,11 +210,18 @@ impl Guest {
             .arg(&rig.vmlinux)
             .arg("-initrd")
             .arg(initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1 loglevel=4"])
+            .arg("-append")
+            .arg(format!("console=ttyS0 quiet panic=-1 loglevel=4 {cmdline}"))
             .arg("-qmp")
             .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=wkctl,path={},server=on,wait=off",
+                ctl_path.display()
+            ))
+            .args(["-mon", "chardev=wkctl,mode=control"])
             .args(extra)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(fs::File::create(dir.join("qemu.stderr"))?)
             .spawn()?;
@@ -216,12 +257,47 @@ impl Guest {
             }
         }
         Ok(Self {
+            stdin: child.stdin.take(),
             child,
             console,
             events,
             readers,
             console_log,
+            ctl_path,
+            started: Instant::now(),
         })
+    }
+
+    /// The qemu process's PID.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// When qemu was started.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// Whether the qemu process has exited (it is reaped here if so).
+    pub fn exited(&mut self) -> bool {
+        !matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Runs one QMP command on the control monitor and returns its `return` member; a QMP
+    /// error is an `Err` carrying its description.
+    pub fn qmp(&self, execute: &str, arguments: Value) -> io::Result<Value> {
+        qmp::command(&self.ctl_path, execute, arguments, QMP_COMMAND_TIMEOUT)
+    }
+
+    /// Writes `line` and a newline to the guest's console input.
+    pub fn send_line(&mut self, line: &str) -> io::Result<()> {
+        use std::io::Write as _;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or_else(|| io::Error::other("the console input is closed"))?;
+        stdin.write_all(format!("{line}\n").as_bytes())?;
+        stdin.flush()
     }
 
     /// The console log file (host seconds since start, then the line).
@@ -357,6 +433,9 @@ const QEMU: &str = "qemu-system-x86_64";
 /// Where Debian's busybox-static puts its binary.
 const BUSYBOX: &str = "/bin/busybox";
 
+/// The environment variable choosing the accelerator (`kvm`; anything else is TCG).
+const ACCEL_ENV: &str = "WK_QEMU_ACCEL";
+
 /// The environment variable naming the cache directory.
 const CACHE_ENV: &str = "WK_QEMU_CACHE";
 
@@ -365,6 +444,9 @@ const DEFAULT_CACHE: &str = "/var/tmp/watchkeeper-qemu";
 
 /// qemu creates its QMP socket within milliseconds; seconds mean it failed to start.
 const QMP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A QMP command answers in milliseconds unless qemu is wedged.
+const QMP_COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How often waits re-check the console and events.
 const WAIT_POLL: Duration = Duration::from_millis(20);

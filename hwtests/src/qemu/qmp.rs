@@ -21,6 +21,60 @@ pub struct QmpEvent {
     pub data: Value,
 }
 
+/// Connects to the control monitor at `path`, negotiates, runs `execute` with `arguments`
+/// (`Value::Null` for none) and returns its `return` member. Events arriving meanwhile are
+/// skipped (the event monitor records them).
+pub(super) fn command(
+    path: &Path,
+    execute: &str,
+    arguments: Value,
+    timeout: Duration,
+) -> io::Result<Value> {
+    let stream = UnixStream::connect(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("QMP socket {}: {e}", path.display())))?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line)?; // greeting
+    let mut request = serde_json::json!({ "execute": execute });
+    if !arguments.is_null() {
+        request["arguments"] = arguments;
+    }
+    writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+    writer.write_all(format!("{request}\n").as_bytes())?;
+    let mut answers = 0;
+    // Two answers (capabilities, then the command); events in between are skipped. The
+    // count bounds the loop; a silent qemu ends it through the read timeout.
+    for _ in 0..MAX_LINES {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            // `quit` closes the socket as it answers.
+            return if execute == "quit" {
+                Ok(Value::Null)
+            } else {
+                Err(io::Error::other(format!(
+                    "QMP closed before answering {execute}"
+                )))
+            };
+        }
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if let Some(e) = v.get("error") {
+            return Err(io::Error::other(format!("QMP {execute}: {e}")));
+        }
+        if let Some(r) = v.get("return") {
+            answers += 1;
+            if answers == 2 {
+                return Ok(r.clone());
+            }
+        }
+    }
+    Err(io::Error::other(format!("QMP {execute}: no answer")))
+}
+
+/// Lines read while waiting for a command's answer (events can come in between).
+const MAX_LINES: usize = 1000;
+
 /// Connects (retrying until `timeout`), negotiates capabilities, and records events into
 /// `events` from a thread that ends when the socket closes.
 pub(super) fn listen(

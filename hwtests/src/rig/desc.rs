@@ -27,6 +27,10 @@
 //! [[resource]]              # the group, in start order
 //! name = "catalog"
 //! kind = "pgsql"            # marker | vip | pgsql
+//!
+//! [qemu]                    # optional, for `--backend qemu` only
+//! watchdog_timeout = "2s"   # each guest's i6300esb, whole seconds
+//! pdu = true                # a Modbus PDU as every host's last fencing level
 //! ```
 //!
 //! Errors name the file and, for syntax and type errors, the line (from the TOML parser); for
@@ -238,6 +242,17 @@ pub struct RigDesc {
     pub ethernet: Vec<usize>,
     /// The group, in start order.
     pub resources: Vec<Resource>,
+    /// Settings only the QEMU backend reads.
+    pub qemu: QemuOptions,
+}
+
+/// The `[qemu]` table.
+#[derive(Debug, Clone)]
+pub struct QemuOptions {
+    /// Each guest's watchdog timeout (whole seconds: the i6300esb counts in seconds).
+    pub watchdog_timeout: Duration,
+    /// A Modbus PDU whose outlets feed the guests, as every host's last fencing level.
+    pub pdu: bool,
 }
 
 #[derive(Deserialize)]
@@ -254,6 +269,16 @@ struct Raw {
     ethernet: Option<RawEthernet>,
     #[serde(default)]
     resource: Vec<RawResource>,
+    #[serde(default)]
+    qemu: RawQemu,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawQemu {
+    watchdog_timeout: Option<String>,
+    #[serde(default)]
+    pdu: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -575,7 +600,22 @@ impl RigDesc {
         {
             return Err(bad("resource".into(), "one Catalog (pgsql) per rig".into()));
         }
+        let watchdog_timeout = match &raw.qemu.watchdog_timeout {
+            None => DEFAULT_QEMU_WATCHDOG,
+            Some(v) => parse_duration(v)
+                .filter(|d| d.subsec_nanos() == 0 && (1..=QEMU_WATCHDOG_MAX_S).contains(&d.as_secs()))
+                .ok_or_else(|| {
+                    bad(
+                        "qemu.watchdog_timeout".into(),
+                        format!("{v:?}: expected whole seconds from 1s to {QEMU_WATCHDOG_MAX_S}s, e.g. \"2s\""),
+                    )
+                })?,
+        };
         Ok(Self {
+            qemu: QemuOptions {
+                watchdog_timeout,
+                pdu: raw.qemu.pdu,
+            },
             name: raw.name,
             backend,
             interval,
@@ -685,6 +725,12 @@ fn real_host(
     }))
 }
 
+/// A guest watchdog timeout below the deadtime, so that a killed holder's reset is seen before
+/// its peer's fence switches it off.
+const DEFAULT_QEMU_WATCHDOG: Duration = Duration::from_secs(2);
+/// The i6300esb's largest timeout.
+const QEMU_WATCHDOG_MAX_S: u64 = 2046;
+
 /// `"250ms"`, `"2s"`, `"1m"`.
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -778,6 +824,8 @@ address = "10.79.0.100/24"
         assert!(e.contains("unknown field `colour`"), "{e}");
         let e = err(&GOOD.replace("witness = true", "witness = true\nfence = [\"ipmi\"]"));
         assert!(e.contains("host[2].fence"), "{e}");
+        let e = err(&format!("{GOOD}\n[qemu]\nwatchdog_timeout = \"1500ms\"\n"));
+        assert!(e.contains("qemu.watchdog_timeout"), "{e}");
     }
 
     const REAL: &str = r#"
