@@ -338,11 +338,7 @@ impl QemuRunner {
         ));
         self.report(&t);
         self.heal_links()?;
-        let fencing = self
-            .rig
-            .lines(h, fault)
-            .iter()
-            .any(|(_, l)| l.contains("FenceStarted"));
+        let fencing = self.declared_dead(h, s, fault);
         if self.rig.running(s) {
             self.rejoined(s, h, fault)?;
             if fencing {
@@ -504,9 +500,22 @@ impl QemuRunner {
                 v["device"] == format!("bmc0-{name}").as_str() && v["level"] == "ERROR"
             })
             .ok_or_else(|| self.fail("no error named the failed IPMI level"))?;
+        // And the alert the administrators get names that level and its device.
+        let device = format!("bmc0-{name}");
+        let level_alert = self
+            .rig
+            .wait_log(s, "alert", fault, Duration::ZERO, |v| {
+                v["alert"] == "fence"
+                    && v["outcome"] != "off"
+                    && v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains(&device) && m.contains("level 1"))
+            })
+            .ok_or_else(|| self.fail("no fence alert named the failed IPMI level"))?;
         say(format!(
-            "bmc-down: the standby logged the error {:?}; the PDU switched {name} off",
-            alert.1["message"].as_str().unwrap_or("?")
+            "bmc-down: the standby logged the error {:?} and alerted {:?}; the PDU switched {name} off",
+            alert.1["message"].as_str().unwrap_or("?"),
+            level_alert.1["message"].as_str().unwrap_or("?")
         ));
         self.report(&t);
         self.mend(h, s)?;
@@ -560,11 +569,7 @@ impl QemuRunner {
             // The holder's fence of its standby failed while its BMC path was down; a retry
             // may still switch the standby off now that the path is back ([`ensure_whole`]
             // boots it again).
-            let fencing = self
-                .rig
-                .lines(h, fault)
-                .iter()
-                .any(|(_, l)| l.contains("FenceStarted"));
+            let fencing = self.declared_dead(h, s, fault);
             if fencing {
                 std::thread::sleep(FENCE_RETRY_SETTLE);
             }
@@ -586,6 +591,11 @@ impl QemuRunner {
             ..QemuTiming::default()
         };
         let hold = self.rig.desc.deadtime * 2;
+        // The serial link must be up before the noise can take it down: a standby booted by
+        // the previous scenario's mend may be answering on the Ethernet only so far.
+        for i in 0..self.rig.len() {
+            self.serial_up(i)?;
+        }
         let fault = Instant::now();
         self.rig.noise_serial(NOISE_EVERY);
         std::thread::sleep(hold);
@@ -743,6 +753,50 @@ impl QemuRunner {
             }
         }
         Ok(())
+    }
+
+    /// Waits until host `i`'s last serial link event is `link_up` (its serial link carries
+    /// frames now), for at most [`STEP`] times three.
+    fn serial_up(&self, i: usize) -> Result<(), Failed> {
+        let began = Instant::now();
+        let since = began
+            .checked_sub(Duration::from_secs(24 * 3600))
+            .unwrap_or(began);
+        while began.elapsed() < STEP * 3 {
+            let last = self
+                .rig
+                .lines(i, since)
+                .into_iter()
+                .rev()
+                .filter(|(_, l)| l.contains("\"kind\":\"serial\""))
+                .find_map(|(_, l)| {
+                    if l.contains("\"event\":\"link_up\"") {
+                        Some(true)
+                    } else if l.contains("\"event\":\"link_down\"") {
+                        Some(false)
+                    } else {
+                        None
+                    }
+                });
+            if last == Some(true) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(self.fail(&format!(
+            "{}'s serial link did not come up",
+            self.rig.name(i)
+        )))
+    }
+
+    /// Whether host `by` declared host `dead` dead since `after` (its log's `peer_down`): it
+    /// fences it then, and a failed fence is retried until one gets through.
+    fn declared_dead(&self, by: usize, dead: usize, after: Instant) -> bool {
+        let peer = format!("\"peer\":\"{}\"", self.rig.name(dead));
+        self.rig
+            .lines(by, after)
+            .iter()
+            .any(|(_, l)| l.contains("\"event\":\"peer_down\"") && l.contains(&peer))
     }
 
     fn rejoined(&self, back: usize, other: usize, after: Instant) -> Result<(), Failed> {
