@@ -3,6 +3,7 @@
 //!
 //! As in `config_replicate.rs`, each case edits one good file, so it shows only what is broken.
 
+#[macro_use]
 mod common;
 
 use std::path::PathBuf;
@@ -11,24 +12,9 @@ use std::time::Duration;
 use agent::config::{self, AlertKind, DEFAULT_ALERT_TIMEOUT, DEFAULT_JOURNAL_KEEP};
 
 /// The good file. Its line numbers matter: the expected messages quote them.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
-id = 1
-name = "alpha"
-links.lan0 = { address = "192.168.7.1:5405" }
-
-[[node]]
-id = 2
-name = "beta"
-links.lan0 = { address = "192.168.7.2:5405" }
-
+const BASE: &str = concat!(
+    two_node_header!(),
+    r#"
 [journal]
 path = "/var/log/wk/{node}.jsonl"
 max_size = "2MiB"
@@ -52,7 +38,8 @@ to = ["ops@example.org", "backup@example.org"]
 name = "chat"
 kind = "webhook"
 url = "https://hooks.example.org/wk"
-"#;
+"#
+);
 
 const CASES: &[common::Case] = &[
     common::Case {

@@ -4,6 +4,7 @@
 //!
 //! As in `config_replicate.rs`, each case edits one good file, so it shows only what is broken.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -11,28 +12,14 @@ use std::net::SocketAddr;
 use agent::config::{self, PerNode};
 
 /// The good file. Its line numbers matter: the expected messages quote them.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
-id = 1
-name = "alpha"
-links.lan0 = { address = "192.168.7.1:5405" }
-
-[[node]]
-id = 2
-name = "beta"
-links.lan0 = { address = "192.168.7.2:5405" }
-
+const BASE: &str = concat!(
+    two_node_header!(),
+    r#"
 [http]
 listen = "127.0.0.1:9632"
 status_page = true
-"#;
+"#
+);
 
 const CASES: &[common::Case] = &[
     common::Case {

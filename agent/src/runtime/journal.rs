@@ -294,6 +294,38 @@ mod tests {
     use crate::engine::Durable;
     use std::sync::atomic::Ordering;
 
+    /// Node 1's view of a two-node cluster: its config, engine, liveness and a reporter
+    /// whose counters the tests read.
+    struct Fixture {
+        c: Config,
+        peer: NodeId,
+        engine: Engine,
+        liveness: Liveness,
+        reporter: Reporter,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let c = config();
+            let (me, peer) = (NodeId::new(1).expect("id"), NodeId::new(2).expect("id"));
+            let engine = Engine::new(
+                c.engine_config(me, Vec::new()),
+                Durable::default(),
+                1,
+                7,
+                Instant::now(),
+            );
+            let liveness = Liveness::new(c.timing.deadtime, [(peer, vec![0])]);
+            Self {
+                c,
+                peer,
+                engine,
+                liveness,
+                reporter: Reporter::disabled("a"),
+            }
+        }
+    }
+
     fn config() -> Config {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("wk.toml");
@@ -309,17 +341,13 @@ mod tests {
 
     #[test]
     fn a_stale_holder_is_alerted_once_per_claim_not_per_heartbeat() {
-        let c = config();
-        let (me, peer) = (NodeId::new(1).expect("id"), NodeId::new(2).expect("id"));
-        let engine = Engine::new(
-            c.engine_config(me, Vec::new()),
-            Durable::default(),
-            1,
-            7,
-            Instant::now(),
-        );
-        let liveness = Liveness::new(c.timing.deadtime, [(peer, vec![0])]);
-        let reporter = Reporter::disabled("a");
+        let Fixture {
+            c,
+            peer,
+            engine,
+            liveness,
+            reporter,
+        } = Fixture::new();
         let raised = || reporter.counters().alerts_raised.load(Ordering::Relaxed);
         let mut j = JournalState::default();
         let stale = |epoch| {
@@ -336,17 +364,13 @@ mod tests {
 
     #[test]
     fn a_fence_result_raises_one_fence_alert_and_only_recoveries_raise_up_alerts() {
-        let c = config();
-        let (me, peer) = (NodeId::new(1).expect("id"), NodeId::new(2).expect("id"));
-        let engine = Engine::new(
-            c.engine_config(me, Vec::new()),
-            Durable::default(),
-            1,
-            7,
-            Instant::now(),
-        );
-        let liveness = Liveness::new(c.timing.deadtime, [(peer, vec![0])]);
-        let reporter = Reporter::disabled("a");
+        let Fixture {
+            c,
+            peer,
+            engine,
+            liveness,
+            reporter,
+        } = Fixture::new();
         let raised = || reporter.counters().alerts_raised.load(Ordering::Relaxed);
         let mut j = JournalState::default();
         j.record(

@@ -8,6 +8,32 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
+/// The opening of a good two-node file (lines 1 to 17), for the files whose cases edit what
+/// follows it; the expected messages' line numbers count on from its 18th line.
+#[allow(unused_macros)]
+macro_rules! two_node_header {
+    () => {
+        r#"[cluster]
+name = "bacula"
+key_file = "cluster.key"
+
+[[link]]
+name = "lan0"
+kind = "udp"
+
+[[node]]
+id = 1
+name = "alpha"
+links.lan0 = { address = "192.168.7.1:5405" }
+
+[[node]]
+id = 2
+name = "beta"
+links.lan0 = { address = "192.168.7.2:5405" }
+"#
+    };
+}
+
 /// One broken variant of a good file.
 pub(crate) struct Case {
     /// Name, for the failure report.
