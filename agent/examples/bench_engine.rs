@@ -42,6 +42,7 @@ fn main() {
             "dir".into(),
         ],
         restart_limit: 1,
+        failure_timeout: None,
     };
     let t0 = Instant::now();
     let mut e = Engine::new(cfg, Durable::default(), 1, 1, t0);

@@ -47,6 +47,10 @@ fn defaults_and_engine_config() {
     assert_eq!(e.deadtime, Duration::from_secs(1));
     assert_eq!(e.fence_level_timeout, config::DEFAULT_FENCE_LEVEL_TIMEOUT);
     assert!(e.nodes.iter().all(|n| !n.witness && n.fencing.is_empty()));
+    assert_eq!(
+        e.failure_timeout, None,
+        "failures count until cleanup unless told"
+    );
     let budget = c.failover_budget();
     assert_eq!(budget[0], ("detect", Duration::from_millis(1100)));
     assert_eq!(budget[1], ("fence delay", config::DEFAULT_FENCE_DELAY));
@@ -97,8 +101,12 @@ fn inconsistent_budgets_are_refused_with_the_reason() {
             "{file}:20:15: failover.fence_delay: fence_delay 5 has no unit: expected a string such as \"5ms\" or \"5s\"",
         ),
         (
+            "[failover]\nfailure_timeout = \"500ms\"\n",
+            "{file}:20:19: failover.failure_timeout: failure_timeout 500ms is too short: expected at least 1s, or leave it out so that only `watchkeeper cleanup` forgets failures",
+        ),
+        (
             "[failover]\nfence_dealy = \"1s\"\n",
-            "{file}:20:1: failover.fence_dealy: unknown field `fence_dealy`, expected one of `startup_timeout`, `fence_delay`, `fence_timeout`, `fence_retry`, `election_timeout`, `stall_timeout`, `watchdog_margin`, `restart_limit`",
+            "{file}:20:1: failover.fence_dealy: unknown field `fence_dealy`, expected one of `startup_timeout`, `fence_delay`, `fence_timeout`, `fence_retry`, `election_timeout`, `stall_timeout`, `watchdog_margin`, `restart_limit`, `failure_timeout`",
         ),
     ];
     for (extra, expected) in cases {
@@ -128,4 +136,13 @@ fn the_margin_must_cover_a_stalled_nodes_last_feeds() {
         e.contains("failover.watchdog_margin: watchdog_margin 2s is shorter than node alpha's watchdog progress_timeout plus one heartbeat interval (4.1s)"),
         "{e}"
     );
+}
+
+#[test]
+fn a_failure_timeout_reaches_the_engine() {
+    let c = parse("[failover]\nfailure_timeout = \"15m\"\n", "").expect("valid");
+    assert_eq!(c.failover.failure_timeout, Some(Duration::from_secs(900)));
+    let me = c.node_by_name("beta").map(|n| n.id).expect("beta");
+    let e = c.engine_config(me, vec!["director".into()]);
+    assert_eq!(e.failure_timeout, Some(Duration::from_secs(900)));
 }

@@ -366,6 +366,50 @@ fn a_resource_that_keeps_failing_its_monitor_is_restarted_then_the_group_moves()
 }
 
 #[test]
+fn after_the_failure_timeout_a_node_that_failed_may_hold_again() {
+    // No local restarts: a monitor failure moves the group at once and makes the node
+    // ineligible, until its failure is 2 s old.
+    let mut rig = rig_with("restart_limit = 0\nfailure_timeout = \"2s\"");
+    let config = rig.pair.config.clone();
+    let dir = rig.pair.dir().to_path_buf();
+    rig.pair.start(0).expect("start alpha");
+    rig.pair.start(1).expect("start beta");
+    let deadline = Instant::now() + WAIT;
+    let first = loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            break i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (h, s) = (NAMES[first], NAMES[1 - first]);
+    fs::write(dir.join(format!("{h}-storage.fail")), "").expect("inject");
+    wait_holder(&config, 1 - first, [true, true]);
+    let moved = Instant::now();
+    // The new holder's storage fails as well: with the old holder's failure forgotten, the
+    // group comes back to it (without the timeout nobody would be eligible).
+    std::thread::sleep(Duration::from_millis(2500));
+    fs::write(dir.join(format!("{s}-storage.fail")), "").expect("inject on the peer");
+    let took = wait_holder(&config, first, [true, true]);
+    eprintln!(
+        "{s}'s storage failed {} ms after the group left {h}: back on {h} after {} ms",
+        moved.elapsed().as_millis() - took.as_millis(),
+        took.as_millis()
+    );
+    let log = fs::read_to_string(rig.pair.log(first)).unwrap_or_default();
+    assert!(
+        log.contains("older than the failure timeout forgotten"),
+        "{h} logged that it forgot its failure: {log}"
+    );
+    assert!(
+        rig.bmcs[0].power_on() && rig.bmcs[1].power_on(),
+        "handovers fence nobody"
+    );
+}
+
+#[test]
 fn a_heartbeat_partition_leaves_one_holder_and_fences_the_other() {
     // The serial cable is the only heartbeat path; the BMCs sit on another network (loopback),
     // and a power-off through a BMC really ends that node's agent.

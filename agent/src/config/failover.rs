@@ -37,6 +37,9 @@ pub struct FailoverConfig {
     pub witnesses: Vec<String>,
     /// Local restarts of a resource whose monitor failed before the group is handed over.
     pub restart_limit: u32,
+    /// How long after the last resource failure a node forgets its failures; `None`: until
+    /// `watchkeeper cleanup`.
+    pub failure_timeout: Option<Duration>,
 }
 
 /// `[failover]`; the whole table is optional.
@@ -51,6 +54,7 @@ pub(super) struct RawFailover {
     stall_timeout: Option<Spanned<RawDuration>>,
     watchdog_margin: Option<Spanned<RawDuration>>,
     restart_limit: Option<Spanned<i64>>,
+    failure_timeout: Option<Spanned<RawDuration>>,
 }
 
 impl Converter<'_> {
@@ -126,6 +130,27 @@ impl Converter<'_> {
                     );
                     None
                 }
+            },
+        };
+        // Outer `None`: an error was reported.
+        let failure_timeout = match &raw.failure_timeout {
+            None => Some(None),
+            Some(s) => match self.duration(s, "failover.failure_timeout") {
+                Some(d) if d >= MIN_FAILURE_TIMEOUT => Some(Some(d)),
+                Some(d) => {
+                    self.error(
+                        s.span(),
+                        "failover.failure_timeout",
+                        format!(
+                            "failure_timeout {} is too short: expected at least {}, or leave it \
+                             out so that only `watchkeeper cleanup` forgets failures",
+                            humane(d),
+                            humane(MIN_FAILURE_TIMEOUT)
+                        ),
+                    );
+                    None
+                }
+                None => None,
             },
         };
         let witnesses: Vec<String> = raw_nodes
@@ -252,6 +277,7 @@ impl Converter<'_> {
             watchdog_margin: margin.0,
             witnesses,
             restart_limit: restart_limit?,
+            failure_timeout: failure_timeout?,
         })
     }
 }
@@ -294,6 +320,7 @@ impl super::Config {
             election_timeout: f.election_timeout,
             resources,
             restart_limit: f.restart_limit,
+            failure_timeout: f.failure_timeout,
         }
     }
 
@@ -366,3 +393,7 @@ pub const MIN_FENCE_TIMEOUT: Duration = Duration::from_millis(100);
 const FENCE_RETRY_DOUBLINGS: u32 = 16;
 /// Local restarts of a failed resource before the group is handed over.
 pub const DEFAULT_RESTART_LIMIT: u32 = 1;
+
+/// The shortest `failure_timeout`: a shorter one would forget a failure before the restart it
+/// caused had shown whether it helped.
+pub const MIN_FAILURE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -60,6 +60,8 @@ pub struct Engine {
     res: Resources,
     standby_mode: bool,
     failed: bool,
+    /// When a resource last failed here (start, or monitor), while that failure still counts.
+    last_failure: Option<Instant>,
     quorate: bool,
     next_heartbeat: Instant,
     startup_deadline: Instant,
@@ -209,6 +211,7 @@ impl Engine {
             },
             standby_mode: false,
             failed: false,
+            last_failure: None,
             quorate: false,
             next_heartbeat: now,
             startup_deadline,
@@ -246,7 +249,7 @@ impl Engine {
             Input::ResourceResult { index, outcome } => {
                 self.on_resource_result(now, index, outcome)
             }
-            Input::MonitorFailed { index } => self.on_monitor_failed(index),
+            Input::MonitorFailed { index } => self.on_monitor_failed(now, index),
             Input::Persisted(d) => self.on_persisted(now, d),
             Input::Command(c) => self.on_command(now, c),
         }
@@ -280,6 +283,7 @@ impl Engine {
             }
         };
         min(self.liveness.next_deadline());
+        min(self.failures_expire_at());
         if !self.startup_done {
             min(Some(self.startup_deadline));
         }
@@ -584,7 +588,7 @@ impl Engine {
         }
     }
 
-    fn on_resource_result(&mut self, _now: Instant, index: usize, outcome: ResourceOutcome) {
+    fn on_resource_result(&mut self, now: Instant, index: usize, outcome: ResourceOutcome) {
         if self.phase == Phase::SelfFenced {
             if outcome == ResourceOutcome::Stopped && index + 1 == self.res.started {
                 self.res.started = index;
@@ -603,6 +607,7 @@ impl Engine {
                 // with the rest, and this node stops being a candidate for the group.
                 self.res.started = index + 1;
                 self.failed = true;
+                self.last_failure = Some(now);
                 self.alert(Event::ResourceFailed { index });
                 if let Phase::Holder { epoch } = self.phase {
                     self.phase = Phase::Releasing { epoch, to: None };
@@ -615,13 +620,14 @@ impl Engine {
         }
     }
 
-    fn on_monitor_failed(&mut self, index: usize) {
+    fn on_monitor_failed(&mut self, now: Instant, index: usize) {
         let Phase::Holder { epoch } = self.phase else {
             return;
         };
         if index >= self.res.started {
             return;
         }
+        self.last_failure = Some(now);
         if self.res.restarts[index] < self.cfg.restart_limit {
             self.res.restarts[index] += 1;
             // Restart the failed resource and everything started after it.
@@ -708,12 +714,21 @@ impl Engine {
                     self.start_fence(now, target, Duration::ZERO);
                 }
             }
-            Command::Clear => {
-                self.failed = false;
-                self.res.restarts.iter_mut().for_each(|r| *r = 0);
-            }
+            Command::Clear => self.forget_failures(),
         }
         self.announce_frame();
+    }
+
+    /// Forgets resource failures: `cleanup`, or the failure timeout.
+    fn forget_failures(&mut self) {
+        self.failed = false;
+        self.last_failure = None;
+        self.res.restarts.iter_mut().for_each(|r| *r = 0);
+    }
+
+    /// When the last failure stops counting, if one counts and failures expire.
+    fn failures_expire_at(&self) -> Option<Instant> {
+        Some(self.last_failure? + self.cfg.failure_timeout?)
     }
 
     fn release(&mut self, to: Option<NodeId>) {
@@ -734,6 +749,10 @@ impl Engine {
         self.drain_liveness(now);
         if self.phase == Phase::SelfFenced {
             return;
+        }
+        if self.failures_expire_at().is_some_and(|t| now >= t) {
+            self.forget_failures();
+            self.log(Event::FailuresExpired);
         }
         self.update_quorum();
         self.run_fence_jobs(now);
@@ -1517,6 +1536,7 @@ mod tests {
             election_timeout: ms(1000),
             resources: vec!["mount".into(), "catalog".into(), "director".into()],
             restart_limit: 1,
+            failure_timeout: None,
         }
     }
 
@@ -1717,6 +1737,104 @@ mod tests {
             "{actions:?}"
         );
         assert_eq!(e.holder_epoch(), Some(1));
+    }
+
+    /// Answers every resource action as done, until the engine asks for nothing more; returns
+    /// all it asked for.
+    fn run_resources(e: &mut Engine, now: Instant) -> Vec<Action> {
+        let mut seen = Vec::new();
+        for _ in 0..20 {
+            let actions = drain(e);
+            if actions.is_empty() {
+                break;
+            }
+            for a in actions {
+                let outcome = match a {
+                    Action::StartResource { index } => Some((index, ResourceOutcome::Started)),
+                    Action::StopResource { index } => Some((index, ResourceOutcome::Stopped)),
+                    _ => None,
+                };
+                if let Some((index, outcome)) = outcome {
+                    e.handle(now, Input::ResourceResult { index, outcome });
+                }
+                seen.push(a);
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn failures_are_forgotten_only_after_the_failure_timeout() {
+        let t0 = Instant::now();
+        let (mut e, mut now, mut seq) = holder_of_three(t0);
+        let timeout = Duration::from_secs(2);
+        e.cfg.failure_timeout = Some(timeout);
+        // The Director's monitor fails: a local restart, counted.
+        e.handle(now, Input::MonitorFailed { index: 2 });
+        run_resources(&mut e, now);
+        assert_eq!(e.res.restarts[2], 1);
+        assert!(e.eligible_self());
+        assert_eq!(e.failures_expire_at(), Some(now + timeout));
+        // It fails again past the restart limit: the group is handed over, this node is out.
+        now += Duration::from_millis(200);
+        let last = now;
+        e.handle(now, Input::MonitorFailed { index: 2 });
+        run_resources(&mut e, now);
+        assert!(
+            !e.eligible_self(),
+            "past the restart limit the node is ineligible"
+        );
+        assert!(!e.holds_resources(), "the group was stopped here");
+        // The timeout runs from the last failure, and the engine asks to be woken for it.
+        let expiry = last + timeout;
+        assert_eq!(e.failures_expire_at(), Some(expiry));
+        assert!(e.next_deadline().is_some_and(|d| d <= expiry));
+        // Time passes with the peers alive; the node stays out until the timeout.
+        let mut expired_at = None;
+        for _ in 0..40 {
+            now += Duration::from_millis(100);
+            seq += 1;
+            for p in [2, 3] {
+                let f = frame(p, seq, Role::Standby, 1, &[1, 2, 3]);
+                e.handle(now, Input::Heartbeat(f));
+            }
+            e.handle(now, Input::Tick);
+            let forgot = run_resources(&mut e, now)
+                .iter()
+                .any(|a| matches!(a, Action::Log(Event::FailuresExpired)));
+            if forgot {
+                expired_at = Some(now);
+                break;
+            }
+            assert!(e.failed, "forgotten {:?} before the timeout", expiry - now);
+        }
+        let at = expired_at.expect("forgotten once the timeout passed");
+        assert!(at >= expiry && at < expiry + Duration::from_millis(100));
+        assert!(
+            !e.failed,
+            "eligible again once the last failure is old enough"
+        );
+        assert_eq!(e.res.restarts, vec![0; 3], "restart counts start again");
+        assert_eq!(e.failures_expire_at(), None);
+    }
+
+    #[test]
+    fn without_a_failure_timeout_only_cleanup_forgets() {
+        let t0 = Instant::now();
+        let (mut e, now, _) = holder_of_three(t0);
+        e.handle(now, Input::MonitorFailed { index: 0 });
+        run_resources(&mut e, now);
+        e.handle(now, Input::MonitorFailed { index: 0 });
+        run_resources(&mut e, now);
+        assert!(e.failed);
+        assert_eq!(e.failures_expire_at(), None, "nothing expires");
+        e.handle(now + Duration::from_secs(86_400), Input::Tick);
+        assert!(e.failed, "a day later it is still out");
+        e.handle(
+            now + Duration::from_secs(86_400),
+            Input::Command(Command::Clear),
+        );
+        assert!(!e.failed && e.res.restarts.iter().all(|&r| r == 0));
     }
 
     #[test]

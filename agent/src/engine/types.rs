@@ -41,6 +41,10 @@ pub struct EngineConfig {
     pub resources: Vec<String>,
     /// Local restarts of a resource whose monitor failed before the group is handed over.
     pub restart_limit: u32,
+    /// How long after its last resource failure a node forgets its failures: its restart
+    /// counts start again from zero and, if the failures had made it ineligible, it may hold
+    /// the group again. `None`: only `cleanup` forgets them.
+    pub failure_timeout: Option<Duration>,
 }
 
 /// One node.
@@ -350,6 +354,9 @@ pub enum Event {
         /// Resource index.
         index: usize,
     },
+    /// The last resource failure is older than the failure timeout: restart counts are reset
+    /// and the node is eligible again.
+    FailuresExpired,
     /// This node handed the group over cleanly.
     Released {
         /// Epoch.

@@ -242,6 +242,10 @@ impl<'a> Namer<'a> {
                 "resource_failed",
                 format!("{} failed: the group stops here", self.resource(*index)),
             ),
+            Event::FailuresExpired => Part::new(
+                "failures_expired",
+                "resource failures older than the failure timeout forgotten: eligible again",
+            ),
             Event::Released { epoch } => {
                 Part::new("released", format!("released the group at epoch {epoch}"))
             }

@@ -163,6 +163,7 @@ fn spec(shape: Shape) -> SimSpec {
             election_timeout: ms(600),
             resources: vec!["mount".into(), "director".into()],
             restart_limit: 1,
+            failure_timeout: None,
         },
         levels: 2,
         confirm_level0: false,

@@ -267,6 +267,7 @@ impl Scenario {
                 .to_vec()
             }),
             restart_limit: 1,
+            failure_timeout: None,
         };
         let mut base = base;
         let mut from_file = None;
@@ -282,6 +283,7 @@ impl Scenario {
             base = EngineConfig {
                 resources: base.resources,
                 restart_limit: base.restart_limit,
+                failure_timeout: base.failure_timeout,
                 ..e
             };
             from_file = Some((levels, watchdog));
