@@ -1,29 +1,15 @@
 //! `[failover]` and witnesses: the budget's values are checked against each other with exact
 //! messages, and the engine's configuration is derived from the file.
 
+#[macro_use]
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use agent::config;
 
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
-id = 1
-name = "alpha"
-links.lan0 = { address = "127.0.0.1:5405" }
-
-[[node]]
-id = 2
-name = "beta"
-links.lan0 = { address = "127.0.0.2:5405" }
-"#;
+const BASE: &str = two_node_header!();
 
 fn parse(extra: &str, nodes_extra: &str) -> Result<config::Config, String> {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -58,7 +44,7 @@ fn defaults_and_engine_config() {
 
 #[test]
 fn a_witness_is_a_voter_that_never_holds() {
-    let witness = "\n[[node]]\nid = 3\nname = \"sd-host\"\nwitness = true\nlinks.lan0 = { address = \"127.0.0.3:5405\" }\n";
+    let witness = "\n[[node]]\nid = 3\nname = \"sd-host\"\nwitness = true\nlinks.lan0 = { address = \"192.168.7.3:5405\" }\n";
     let c = parse("[failover]\nfence_delay = \"0ms\"\n", witness)
         .expect("a witness makes a zero delay fine");
     let me = c.node_by_name("alpha").map(|n| n.id).expect("alpha");

@@ -3,6 +3,7 @@
 //!
 //! As in `config_errors.rs`, each case edits one good file, so it shows only what is broken.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -14,15 +15,9 @@ use agent::config::{self, FenceDeviceKind, IpmiPrivilege};
 use drivers::fence::redfish::{RedfishAuth, TlsTrust};
 
 /// The good file. Its line numbers matter: the expected messages quote them.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
+const BASE: &str = concat!(
+    cluster_header!(),
+    r#"[[node]]
 id = 1
 name = "alpha"
 links.lan0 = { address = "192.168.7.1:5405" }
@@ -69,7 +64,8 @@ type = "exec"
 agent = "/usr/sbin/fence_apc_snmp"
 plugs = { beta = "2" }
 options = { ip = "10.0.0.51" }
-"#;
+"#
+);
 
 const CASES: &[common::Case] = &[
     common::Case {

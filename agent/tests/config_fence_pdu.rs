@@ -4,6 +4,7 @@
 //!
 //! As in `config_fence.rs`, each case edits one good file, so it shows only what is broken.
 
+#[macro_use]
 mod common;
 
 use std::fs;
@@ -18,15 +19,9 @@ use drivers::fence::snmp::pdu::{OutletRef, PduProfile};
 use drivers::fence::snmp::{AuthProtocol, PrivProtocol, SnmpSecurity};
 
 /// The good file. Its line numbers matter: the expected messages quote them.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
+const BASE: &str = concat!(
+    cluster_header!(),
+    r#"[[node]]
 id = 1
 name = "alpha"
 links.lan0 = { address = "192.168.7.1:5405" }
@@ -72,7 +67,8 @@ community_file = "community"
 ports = { alpha = [5, "fc1/5"], beta = ["fc1/6"] }
 unfence = "manual"
 retries = 4
-"#;
+"#
+);
 
 const CASES: &[common::Case] = &[
     common::Case {

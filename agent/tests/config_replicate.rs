@@ -3,6 +3,7 @@
 //!
 //! As in `config_resource.rs`, each case edits one good file, so it shows only what is broken.
 
+#[macro_use]
 mod common;
 
 use std::net::SocketAddr;
@@ -13,15 +14,9 @@ use agent::config::{self, PerNode, DEFAULT_REPLICATE_INTERVAL, DEFAULT_REPLICATE
 
 /// The good file: two nodes that can hold and a witness. Its line numbers matter: the expected
 /// messages quote them.
-const BASE: &str = r#"[cluster]
-name = "bacula"
-key_file = "cluster.key"
-
-[[link]]
-name = "lan0"
-kind = "udp"
-
-[[node]]
+const BASE: &str = concat!(
+    cluster_header!(),
+    r#"[[node]]
 id = 1
 name = "alpha"
 replicate = "192.168.7.1"
@@ -42,7 +37,8 @@ links.lan0 = { address = "192.168.7.3:5405" }
 [replicate]
 source = "/opt/bacula/etc"
 interval = "10s"
-"#;
+"#
+);
 
 const CASES: &[common::Case] = &[
     common::Case {

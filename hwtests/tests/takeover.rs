@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -162,6 +162,32 @@ fn wait_holder_powered(
     }
 }
 
+/// The rig with `failover` added, both agents started and the group held: the rig, its
+/// configuration, its directory and the holder.
+fn pair_holding(failover: &str) -> (Rig, PathBuf, PathBuf, usize) {
+    let mut rig = rig_with(failover);
+    let config = rig.pair.config.clone();
+    let dir = rig.pair.dir().to_path_buf();
+    rig.pair.start(0).expect("start alpha");
+    rig.pair.start(1).expect("start beta");
+    let first = first_holder(&config);
+    (rig, config, dir, first)
+}
+
+/// The node that holds the whole group first, waited for at most [`WAIT`].
+fn first_holder(config: &Path) -> usize {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(i) =
+            (0..2).find(|&i| resources(config, NAMES[i]).is_some_and(|r| holds_all(&r)))
+        {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn journal(dir: &Path) -> Vec<String> {
     fs::read_to_string(dir.join("journal"))
         .unwrap_or_default()
@@ -179,16 +205,7 @@ fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
     rig.pair.start(1).expect("start beta");
 
     // 1. One node is elected and starts the group in order.
-    let deadline = Instant::now() + WAIT;
-    let first = loop {
-        if let Some(i) =
-            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
-        {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let first = first_holder(&config);
     let other = 1 - first;
     let (h, s) = (NAMES[first], NAMES[other]);
     wait_holder(&config, first, [true, true]);
@@ -305,21 +322,7 @@ fn the_group_moves_in_order_by_switchover_and_after_a_fenced_crash() {
 
 #[test]
 fn a_resource_that_keeps_failing_its_monitor_is_restarted_then_the_group_moves() {
-    let mut rig = rig_with("restart_limit = 1");
-    let config = rig.pair.config.clone();
-    let dir = rig.pair.dir().to_path_buf();
-    rig.pair.start(0).expect("start alpha");
-    rig.pair.start(1).expect("start beta");
-    let deadline = Instant::now() + WAIT;
-    let first = loop {
-        if let Some(i) =
-            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
-        {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (rig, config, dir, first) = pair_holding("restart_limit = 1");
     let (h, s) = (NAMES[first], NAMES[1 - first]);
 
     // One monitor failure of the first resource: restarted here with what depends on it.
@@ -369,21 +372,7 @@ fn a_resource_that_keeps_failing_its_monitor_is_restarted_then_the_group_moves()
 fn after_the_failure_timeout_a_node_that_failed_may_hold_again() {
     // No local restarts: a monitor failure moves the group at once and makes the node
     // ineligible, until its failure is 2 s old.
-    let mut rig = rig_with("restart_limit = 0\nfailure_timeout = \"2s\"");
-    let config = rig.pair.config.clone();
-    let dir = rig.pair.dir().to_path_buf();
-    rig.pair.start(0).expect("start alpha");
-    rig.pair.start(1).expect("start beta");
-    let deadline = Instant::now() + WAIT;
-    let first = loop {
-        if let Some(i) =
-            (0..2).find(|&i| resources(&config, NAMES[i]).is_some_and(|r| holds_all(&r)))
-        {
-            break i;
-        }
-        assert!(Instant::now() < deadline, "no holder within {WAIT:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let (rig, config, dir, first) = pair_holding("restart_limit = 0\nfailure_timeout = \"2s\"");
     let (h, s) = (NAMES[first], NAMES[1 - first]);
     fs::write(dir.join(format!("{h}-storage.fail")), "").expect("inject");
     wait_holder(&config, 1 - first, [true, true]);

@@ -8,10 +8,10 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-/// The opening of a good two-node file (lines 1 to 17), for the files whose cases edit what
-/// follows it; the expected messages' line numbers count on from its 18th line.
+/// The opening of every good file: the cluster and one UDP link, `lan0` (lines 1 to 7, then a
+/// blank line 8).
 #[allow(unused_macros)]
-macro_rules! two_node_header {
+macro_rules! cluster_header {
     () => {
         r#"[cluster]
 name = "bacula"
@@ -21,7 +21,18 @@ key_file = "cluster.key"
 name = "lan0"
 kind = "udp"
 
-[[node]]
+"#
+    };
+}
+
+/// The opening of a good two-node file (lines 1 to 17), for the files whose cases edit what
+/// follows it; the expected messages' line numbers count on from its 18th line.
+#[allow(unused_macros)]
+macro_rules! two_node_header {
+    () => {
+        concat!(
+            cluster_header!(),
+            r#"[[node]]
 id = 1
 name = "alpha"
 links.lan0 = { address = "192.168.7.1:5405" }
@@ -31,6 +42,7 @@ id = 2
 name = "beta"
 links.lan0 = { address = "192.168.7.2:5405" }
 "#
+        )
     };
 }
 
