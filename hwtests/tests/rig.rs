@@ -76,6 +76,7 @@ fn link_faults_leave_one_holder_and_no_false_failover() {
         "isolate-holder",
         "one-way",
         "lossy-lan",
+        "corrupt-links",
         "clock-jump",
     ]);
 }

@@ -1004,6 +1004,37 @@ impl Emulated {
         }
     }
 
+    /// Flips one bit in every heartbeat datagram on the LAN, both ways (or stops).
+    pub fn corrupt_lan(&self, on: bool) {
+        for l in &self.heartbeat {
+            l.relay.set_corrupt(Way::ToTarget, on);
+            l.relay.set_corrupt(Way::ToClient, on);
+        }
+    }
+
+    /// One burst of line noise into both ends of every serial cable: a few nonzero bytes of
+    /// garbage ended by the frame delimiter, as a floating line or a loose connector gives.
+    /// The receiver must drop and count it and read the next real frame whole.
+    pub fn serial_noise(&self, burst: u64) -> io::Result<()> {
+        let mut x = burst.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let len = 8 + usize::try_from(x % 24).unwrap_or(0);
+        let mut noise: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                u8::try_from(x % 255).unwrap_or(0) + 1
+            })
+            .collect();
+        noise.push(0);
+        for c in &self.cables {
+            for d in [Direction::AtoB, Direction::BtoA] {
+                c.inject(d, &noise)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Cuts (or mends) the management path to host `i`'s BMC from every host.
     pub fn cut_bmc(&self, i: usize, cut: bool) {
         for l in self.management.iter().filter(|l| l.to == i) {
@@ -1511,6 +1542,13 @@ impl super::Rig for Emulated {
     fn degrade_lan(&mut self, loss_percent: u32, delay: Duration) -> io::Result<()> {
         Emulated::degrade_lan(self, loss_percent, delay);
         Ok(())
+    }
+    fn corrupt_lan(&mut self, on: bool) -> io::Result<()> {
+        Emulated::corrupt_lan(self, on);
+        Ok(())
+    }
+    fn serial_noise(&self, burst: u64) -> io::Result<()> {
+        Emulated::serial_noise(self, burst)
     }
     fn cut_bmc(&mut self, i: usize, cut: bool) -> io::Result<()> {
         Emulated::cut_bmc(self, i, cut);

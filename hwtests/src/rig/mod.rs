@@ -23,10 +23,12 @@ pub mod relay;
 pub mod scenario;
 
 /// Faults a rig may be unable to inject, by the names [`Rig::unavailable`] uses.
-pub const FAULTS: [&str; 9] = [
+pub const FAULTS: [&str; 11] = [
     "serial-cut",
+    "serial-noise",
     "lan-cut",
     "lan-degrade",
+    "lan-corrupt",
     "bmc-down",
     "bmc-lies",
     "disk-full",
@@ -99,6 +101,10 @@ pub trait Rig {
     fn deafen(&mut self, to: usize, from: usize) -> io::Result<()>;
     /// Loss in percent and delay on every LAN heartbeat path.
     fn degrade_lan(&mut self, loss_percent: u32, delay: Duration) -> io::Result<()>;
+    /// Flips a bit in every datagram on every LAN heartbeat path (or stops).
+    fn corrupt_lan(&mut self, on: bool) -> io::Result<()>;
+    /// One burst of line noise into both ends of every serial cable (`burst` numbers it).
+    fn serial_noise(&self, burst: u64) -> io::Result<()>;
     /// Cuts (or mends) every path to host `i`'s BMC.
     fn cut_bmc(&mut self, i: usize, cut: bool) -> io::Result<()>;
     /// Makes host `i`'s BMC acknowledge power-off without acting (or behave again).

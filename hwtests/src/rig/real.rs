@@ -627,6 +627,20 @@ impl Rig for Real {
                 },
             ));
         }
+        if !l.is_empty() || lan.is_empty() {
+            out.push((
+                "lan-corrupt",
+                if lan.is_empty() {
+                    "the rig has no Ethernet heartbeat link".into()
+                } else {
+                    l.join("; ")
+                },
+            ));
+        }
+        out.push((
+            "serial-noise",
+            "the harness cannot put noise on a real serial line".into(),
+        ));
         let fenced: Vec<usize> = self.desc.holders().to_vec();
         let l = lacking("bmc_address", &|h| h.bmc_address.is_some(), &fenced);
         if !l.is_empty() {
@@ -684,6 +698,27 @@ impl Rig for Real {
         self.require("lan-cut")?;
         let addr = self.host(from).address.clone().unwrap_or_default();
         self.nft(to, &deafen_rules(&addr)?)
+    }
+
+    fn corrupt_lan(&mut self, on: bool) -> io::Result<()> {
+        self.require("lan-corrupt")?;
+        for &i in &self.desc.ethernet.clone() {
+            let dev = quote(&self.host(i).lan_interface.clone().unwrap_or_default());
+            let line = if on {
+                format!("tc qdisc replace dev {dev} root netem corrupt 100%")
+            } else {
+                format!("tc qdisc del dev {dev} root 2>/dev/null; true")
+            };
+            ok(self.sh(i, &line)?, &format!("{}: tc", self.name(i)))?;
+        }
+        Ok(())
+    }
+
+    fn serial_noise(&self, _burst: u64) -> io::Result<()> {
+        Err(super::unsupported(
+            "serial-noise",
+            "the harness cannot put noise on a real serial line",
+        ))
     }
 
     fn degrade_lan(&mut self, loss_percent: u32, delay: Duration) -> io::Result<()> {

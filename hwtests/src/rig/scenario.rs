@@ -17,6 +17,7 @@
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use serde_json::Value;
 
 use super::Rig;
 
@@ -29,7 +30,7 @@ const REJOIN_WAIT: Duration = Duration::from_secs(60);
 const QUIET: Duration = Duration::from_secs(5);
 
 /// Scenario names `run` accepts.
-pub const SCENARIOS: [&str; 15] = [
+pub const SCENARIOS: [&str; 16] = [
     "switchover",
     "kill-holder",
     "kill-standby",
@@ -38,6 +39,7 @@ pub const SCENARIOS: [&str; 15] = [
     "isolate-holder",
     "one-way",
     "lossy-lan",
+    "corrupt-links",
     "bmc-lies",
     "bmc-down",
     "disk-full",
@@ -127,6 +129,7 @@ pub fn faults_of(name: &str, desc: &super::desc::RigDesc) -> Vec<&'static str> {
             }
             f.push("lan-degrade");
         }
+        "corrupt-links" => f.extend(["lan-corrupt", "serial-noise"]),
         "bmc-lies" => f.push("bmc-lies"),
         "bmc-down" => f.push("bmc-down"),
         "disk-full" => f.push("disk-full"),
@@ -584,6 +587,115 @@ impl<R: Rig> Runner<R> {
         self.mend(what)
     }
 
+    /// Every heartbeat datagram on the LAN has a bit flipped, then (the LAN clean again) the
+    /// serial cables carry bursts of line noise between frames. Each time the other path
+    /// carries the heartbeat: nothing may move, and every host must have dropped and counted
+    /// what it could not authenticate or decode, on the link it arrived on.
+    fn corrupt_links(&mut self, what: &str) -> Result<(), Failed> {
+        let hosts: Vec<usize> = (0..self.rig.desc().hosts.len()).collect();
+        let before = self.rejected_counts(&hosts)?;
+        self.rig.corrupt_lan(true).map_err(fault_error)?;
+        let lan = self.hold_still(what);
+        self.rig.corrupt_lan(false).map_err(fault_error)?;
+        lan?;
+        let mid = self.rejected_counts(&hosts)?;
+        let burst = std::cell::Cell::new(0u64);
+        let noise_failed = std::cell::RefCell::new(None);
+        let holder = self.holder;
+        let offs = self.rig.power_offs();
+        self.stays_quiet(|r| {
+            burst.set(burst.get() + 1);
+            if let Err(e) = r.serial_noise(burst.get()) {
+                *noise_failed.borrow_mut() = Some(e.to_string());
+            }
+            if !r.holds_all(holder) || r.holders() != vec![holder] || r.power_offs() != offs {
+                Some(format!(
+                    "{what}: line noise on the cables moved the group: holders {:?}, {} power-offs",
+                    r.holders(),
+                    r.power_offs() - offs
+                ))
+            } else {
+                None
+            }
+        })?;
+        if let Some(e) = noise_failed.into_inner() {
+            return fail(format!("{what}: injecting noise: {e}"));
+        }
+        let after = self.rejected_counts(&hosts)?;
+        for (k, &i) in hosts.iter().enumerate() {
+            let (lan_dropped, serial_dropped) = (mid[k].0 - before[k].0, after[k].1 - mid[k].1);
+            if lan_dropped == 0 || serial_dropped == 0 {
+                return fail(format!(
+                    "{what}: {} counted {lan_dropped} rejected LAN frames while they were \
+                     corrupted and {serial_dropped} rejected serial frames under {} bursts of noise",
+                    self.rig.name(i),
+                    burst.get()
+                ));
+            }
+        }
+        let counts: Vec<String> = hosts
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| {
+                format!(
+                    "{} {} on the LAN, {} on serial",
+                    self.rig.name(i),
+                    mid[k].0 - before[k].0,
+                    after[k].1 - mid[k].1
+                )
+            })
+            .collect();
+        self.say(format!(
+            "{what}: every LAN datagram corrupted for {} s, then {} bursts of line noise on the \
+             cables: no failover; frames rejected and counted: {}",
+            QUIET.as_secs(),
+            burst.get(),
+            counts.join("; ")
+        ));
+        self.mend(what)
+    }
+
+    /// Per host: frames its UDP links and its serial links rejected so far (bad MAC, bad
+    /// CRC or framing, malformed, replayed, foreign), from `watchkeeper status --json`.
+    fn rejected_counts(&self, hosts: &[usize]) -> Result<Vec<(u64, u64)>, Failed> {
+        hosts
+            .iter()
+            .map(|&i| {
+                let out = self
+                    .rig
+                    .cli(i, &["status", "--json"])
+                    .map_err(|e| Failed(format!("status of {}: {e}", self.rig.name(i))))?;
+                let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+                    Failed(format!(
+                        "status of {}: {e}: {}",
+                        self.rig.name(i),
+                        String::from_utf8_lossy(&out.stderr)
+                    ))
+                })?;
+                let mut counts = (0, 0);
+                for l in v["links"].as_array().into_iter().flatten() {
+                    let n: u64 = [
+                        "crc_errors",
+                        "resyncs",
+                        "auth_failures",
+                        "replays",
+                        "malformed",
+                        "foreign_cluster",
+                    ]
+                    .iter()
+                    .filter_map(|k| l[*k].as_u64())
+                    .sum();
+                    match l["kind"].as_str() {
+                        Some("udp") => counts.0 += n,
+                        Some("serial") => counts.1 += n,
+                        _ => {}
+                    }
+                }
+                Ok(counts)
+            })
+            .collect()
+    }
+
     /// The standby's state directory is full when the holder dies: it cannot record the new
     /// epoch, so it must not take over until it can.
     fn disk_full(&mut self, what: &str) -> Result<(), Failed> {
@@ -815,6 +927,7 @@ impl<R: Rig> Runner<R> {
                 ));
                 self.mend(name)
             }
+            "corrupt-links" => self.corrupt_links(name),
             "bmc-lies" => self.bad_bmc(name, true),
             "bmc-down" => self.bad_bmc(name, false),
             "disk-full" => self.disk_full(name),
@@ -846,6 +959,14 @@ impl<R: Rig> Runner<R> {
     /// Why scenario `name` cannot run on this rig, if it cannot: a fault it needs that the
     /// rig cannot inject, named.
     pub fn declines(&self, name: &str) -> Option<String> {
+        let desc = self.rig.desc();
+        if name == "corrupt-links" && (desc.cables.is_empty() || desc.ethernet.is_empty()) {
+            return Some(format!(
+                "{name} declined on rig {:?}: it spoils one heartbeat path at a time while the \
+                 other carries the heartbeat, so it needs both a serial cable and a LAN",
+                desc.name
+            ));
+        }
         let missing = self.rig.unavailable();
         faults_of(name, self.rig.desc()).into_iter().find_map(|f| {
             missing.iter().find(|(m, _)| *m == f).map(|(m, why)| {
