@@ -113,6 +113,20 @@ impl QemuRig {
                 desc.name
             )));
         }
+        if let Some((h, k)) = desc.hosts.iter().find_map(|h| {
+            h.fence
+                .iter()
+                .find(|&&k| k != crate::rig::desc::FenceKind::Ipmi)
+                .map(|k| (h, k))
+        }) {
+            return Err(io::Error::other(format!(
+                "rig {:?}: host {} is fenced by {:?}: the QEMU guests are fenced by IPMI BMCs \
+                 (and a Modbus PDU with `[qemu] pdu = true`); use fence = [\"ipmi\"]",
+                desc.name,
+                h.name,
+                k.word()
+            )));
+        }
         if which("socat").is_none() {
             return Err(io::Error::other(
                 "socat is missing (the BMC's power hook talks QMP with it): run `bash scripts/deps-qemu.sh`",
