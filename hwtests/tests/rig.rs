@@ -4,6 +4,8 @@
 //! test says which faults that leaves out).
 //!
 //! `CHAOS_SEED` replays a chaos run; `CHAOS_FAULTS` sets its length (30 by default, as in CI).
+//!
+//! `hwtests/rigs/mixed.toml` runs the fencing scenarios with every kind of fence device.
 
 use std::path::Path;
 
@@ -13,14 +15,19 @@ use hwtests::rig::scenario::Runner;
 
 fn rig() -> Emulated {
     let root = nix::unistd::geteuid().is_root();
-    let file = if root { "pair.toml" } else { "loopback.toml" };
+    rig_from(if root { "pair.toml" } else { "loopback.toml" })
+}
+
+/// Builds the shipped rig `file`, printing what this machine cannot give it.
+fn rig_from(file: &str) -> Emulated {
+    let root = nix::unistd::geteuid().is_root();
     if !root {
         assert_ne!(
             std::env::var("CI").as_deref(),
             Ok("true"),
             "CI runs as root: the full rig must run there"
         );
-        eprintln!("not root: the loopback rig (no virtual IP, Catalog, carrier loss, firewall or full disk)");
+        eprintln!("not root: {file} on loopback (no virtual IP, Catalog, carrier loss, firewall or full disk)");
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("rigs")
@@ -88,6 +95,60 @@ fn no_takeover_without_a_confirmed_fence_or_a_durable_epoch() {
 #[test]
 fn a_failed_start_or_a_hung_stop_never_splits_the_group() {
     scenarios(&["start-failure", "stop-hang"]);
+}
+
+/// The rig fenced by all four kinds of device (`hwtests/rigs/mixed.toml`: alpha by Redfish then
+/// a Modbus PDU, beta by IPMI then an SNMP PDU), each reached through the management network.
+/// In turn: a killed holder fenced by its first level; a holder whose first level is
+/// unreachable fenced by its second (beta's SNMP PDU, then alpha's Modbus PDU); every device
+/// of a holder lying, so nothing starts until they obey. At the end every one of the four
+/// devices has switched its host off, and acknowledged an off it ignored, by its own log.
+#[test]
+fn every_kind_of_fence_device_fences_and_a_dead_first_level_hands_over() {
+    let rig = rig_from("mixed.toml");
+    // A real-rig description of it would need power commands for each kind: refused, named.
+    let e = rig
+        .export_real()
+        .expect_err("exported a rig fenced by Redfish")
+        .to_string();
+    assert!(
+        e.contains("needs its namespaces") || e.contains("fenced by \"redfish\""),
+        "{e}"
+    );
+    let mut runner = Runner::start(rig).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runner.rig.name(runner.holder()), "alpha");
+    for name in [
+        "kill-holder",
+        "bmc-down",
+        "bmc-lies",
+        "bmc-lies",
+        "bmc-down",
+    ] {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for i in 0..2 {
+        for d in runner.rig.fence_devices(i) {
+            assert!(
+                !d.off_times().is_empty(),
+                "{} never switched {} off",
+                d.name(),
+                runner.rig.name(i)
+            );
+            assert!(
+                d.ignored_offs() > 0,
+                "{} never lied about an off for {}",
+                d.name(),
+                runner.rig.name(i)
+            );
+        }
+    }
+    // The scenarios said which level acted.
+    let downs: Vec<&String> = runner
+        .log
+        .iter()
+        .filter(|l| l.starts_with("bmc-down: ") && l.contains("fenced by a later level"))
+        .collect();
+    assert_eq!(downs.len(), 2, "{:?}", runner.log);
 }
 
 #[test]
