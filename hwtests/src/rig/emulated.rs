@@ -46,7 +46,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use super::desc::{FenceKind, ResourceKind, RigDesc};
+use super::desc::{ResourceKind, RigDesc};
 use super::fence::{FencePlant, PowerProbe, Switch};
 use super::relay::{UdpRelay, Way};
 use crate::agent::{watchkeeper_bin, AgentProcess};
@@ -135,6 +135,9 @@ struct PowerShared {
     /// Agents run detached from this process (started by a boot script, see
     /// [`Emulated::export_real`]): their zombies are reaped here too.
     detached_agents: AtomicBool,
+    /// Per host, a file the watcher creates while the host has no power (what a real-rig
+    /// description of this rig checks before it "reaches" the host).
+    dark: Mutex<Vec<PathBuf>>,
 }
 
 /// A built rig; see the module docs.
@@ -304,6 +307,14 @@ impl Emulated {
                     .and_then(|node| self.pg.as_ref().map(|pg| pg.datadir(node)));
                 hosts.push((probes, ns, datadir));
             }
+        }
+        if let Ok(mut dark) = self.power.dark.lock() {
+            *dark = self
+                .desc
+                .hosts
+                .iter()
+                .map(|h| dark_mark(&d, &h.name))
+                .collect();
         }
         let shared = Arc::clone(&self.power);
         self.watcher = Some(
@@ -564,29 +575,23 @@ impl Emulated {
 
     /// Writes a real-rig description of this rig (and a boot script per host) and returns its
     /// path: the same hosts, reached through `nsenter` into their namespaces, powered through
-    /// `ipmitool` against their BMCs, their agents started by a boot script that clears what a
+    /// `ipmitool` against their BMCs (a host fenced by IPMI alone) or a power script per host
+    /// that drives each of its devices with the usual tools ([`FencePlant::power_script`]:
+    /// `curl`, `snmpget`/`snmpset`, pymodbus), their agents started by a boot script that clears what a
     /// power cycle clears and starts the agent detached, as its unit would. `rig::real` then
     /// drives this rig only through the commands a real rig's description gives. Needs the
-    /// namespaces (root) and IPMI fencing only (the power commands are `ipmitool`'s); no agent
-    /// of this rig may have been started by [`Emulated::start`].
+    /// namespaces (root); no agent of this rig may have been started by [`Emulated::start`].
     pub fn export_real(&self) -> io::Result<PathBuf> {
         let Some(ns) = &self.netns else {
             return Err(io::Error::other(
                 "a real-rig description of the emulated rig needs its namespaces (root)",
             ));
         };
-        for (i, h) in self.desc.hosts.iter().enumerate() {
-            if let Some(k) = h.fence.iter().find(|&&k| k != FenceKind::Ipmi) {
-                return Err(io::Error::other(format!(
-                    "rig {:?}: host[{i}] ({}) is fenced by {:?}: a real-rig description of the \
-                     emulated rig gives power commands for IPMI BMCs only (ipmitool); use a rig \
-                     whose hosts have fence = [\"ipmi\"]",
-                    self.desc.name,
-                    h.name,
-                    k.word()
-                )));
-            }
-        }
+        // The boot scripts' agents are orphaned at once: they must come back to this process
+        // (as they do when the Catalog's fixture made it a subreaper), or a killed one stays a
+        // zombie of an init that may never reap it, and `kill -0` takes it for a live agent.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| io::Error::other(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
         self.power.detached_agents.store(true, Ordering::SeqCst);
         let bin = watchkeeper_bin()?;
         let d = self.dir.path();
@@ -624,13 +629,14 @@ impl Emulated {
                 );
             }
             enter.push_str(" sh -c \"$1\"");
-            let bmc = self.fence.devices(i).first().and_then(|d| d.ipmi());
-            let dark = match bmc {
-                Some(bmc) => format!(
-                    "[ \"$(cat {})\" != 0 ] || {{ echo {name}: no route to host >&2; exit 255; }}; ",
-                    q(&bmc.power_file().display().to_string())
-                ),
-                None => String::new(),
+            // The power watcher marks a host without power.
+            let dark = if h.witness {
+                String::new()
+            } else {
+                format!(
+                    "[ ! -e {} ] || {{ echo {name}: no route to host >&2; exit 255; }}; ",
+                    q(&dark_mark(d, name).display().to_string())
+                )
             };
             let run = vec![
                 "sh".to_owned(),
@@ -671,7 +677,8 @@ impl Emulated {
                 fence = if h.witness {
                     String::new()
                 } else {
-                    "fence = [\"ipmi\"]\n".to_owned()
+                    let kinds: Vec<String> = h.fence.iter().map(|k| k.word().to_owned()).collect();
+                    format!("fence = {}\n", toml_list(&kinds))
                 },
                 run = toml_list(&run),
                 bin = q(&bin.display().to_string()),
@@ -683,6 +690,33 @@ impl Emulated {
                     q(&self.hosts[i].log.display().to_string())
                 ),
             );
+            let devices = self.fence.devices(i);
+            let bmc = match devices {
+                [only] => only.ipmi(),
+                _ => None,
+            };
+            if bmc.is_none() && !devices.is_empty() {
+                let script = d.join(format!("power-{name}.sh"));
+                fs::write(
+                    &script,
+                    self.fence
+                        .power_script(i, name, &crate::sushy::venv_python()?),
+                )?;
+                let power = |what: &str| {
+                    toml_list(&[
+                        "sh".to_owned(),
+                        script.display().to_string(),
+                        what.to_owned(),
+                    ])
+                };
+                let _ = write!(
+                    t,
+                    "power_status = {}\npower_on = {}\npower_off = {}\n",
+                    power("status"),
+                    power("on"),
+                    power("off")
+                );
+            }
             if let Some(bmc) = bmc {
                 let a = bmc.address();
                 let ipmi = |what: &str| {
@@ -1207,6 +1241,7 @@ pub fn never_two_hosts(events: &mut [(f64, String, String, String)]) -> Result<(
 
 fn power_watcher(shared: &PowerShared) {
     let mut was_on: Vec<bool> = Vec::new();
+    let dark = shared.dark.lock().map(|d| d.clone()).unwrap_or_default();
     while !shared.stop.load(Ordering::SeqCst) {
         if let Ok(hosts) = shared.hosts.lock() {
             was_on.resize(hosts.len(), true);
@@ -1214,8 +1249,16 @@ fn power_watcher(shared: &PowerShared) {
                 // Unreadable counts as on: only a device that says off darkens a host.
                 let on = probes.iter().all(|p| p.read().unwrap_or(true));
                 if was_on[i] && !on {
+                    if let Some(mark) = dark.get(i) {
+                        let _ = fs::write(mark, "");
+                    }
                     kill_host(ns.as_deref(), datadir.as_deref());
                     shared.offs.fetch_add(1, Ordering::SeqCst);
+                }
+                if !was_on[i] && on {
+                    if let Some(mark) = dark.get(i) {
+                        let _ = fs::remove_file(mark);
+                    }
                 }
                 was_on[i] = on;
             }
@@ -1273,6 +1316,11 @@ fn kill_host(ns: Option<&str>, datadir: Option<&Path>) {
         // The postmaster's children exit when it dies; SIGKILL is a power cut to PostgreSQL.
         let _ = kill(pid, Signal::SIGKILL);
     }
+}
+
+/// The file the power watcher keeps while host `name` has no power.
+fn dark_mark(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.dark"))
 }
 
 fn make_netns(n: usize) -> io::Result<Netns> {

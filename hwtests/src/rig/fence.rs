@@ -394,6 +394,98 @@ impl FenceDevice {
         }
     }
 
+    /// Shell functions `status_<level>` (prints `on` or `off`, fails when the device does not
+    /// answer), `on_<level>` and `off_<level>` that drive this device from the harness's
+    /// machine with the usual tools, as a site's power script would: `ipmitool`, `curl`
+    /// against the Redfish API, `snmpget`/`snmpset` on the PDU's outlet column, and a few
+    /// lines of pymodbus (`python`, the test virtualenv's) for the Modbus PDU.
+    pub fn shell_functions(&self, python: &Path) -> String {
+        let l = self.level;
+        let a = self.address();
+        let (status, on, off) = match &self.sim {
+            Sim::Ipmi(_) => {
+                let ipmi = format!(
+                    "ipmitool -I lanplus -C 3 -H {} -p {} -U {} -P {} chassis power",
+                    a.ip(),
+                    a.port(),
+                    crate::ipmi_sim::DEFAULT_USER,
+                    crate::ipmi_sim::DEFAULT_PASSWORD
+                );
+                (
+                    format!(
+                        "out=$({ipmi} status) || return 1\n  \
+                         case \"$out\" in *\\ on) echo on ;; *\\ off) echo off ;; *) return 1 ;; esac"
+                    ),
+                    format!("{ipmi} on >/dev/null"),
+                    format!("{ipmi} off >/dev/null"),
+                )
+            }
+            Sim::Redfish { .. } => {
+                let system = format!("http://{a}/redfish/v1/Systems/{}", system_uuid(1));
+                let curl = "curl -sS -f -m 2 -u admin:secret";
+                let reset = |t: &str| {
+                    format!(
+                        "{curl} -H 'Content-Type: application/json' -d '{{\"ResetType\": \"{t}\"}}' \
+                         {system}/Actions/ComputerSystem.Reset >/dev/null"
+                    )
+                };
+                (
+                    format!(
+                        "out=$({curl} {system}) || return 1\n  \
+                         case \"$(echo \"$out\" | tr -d ' ')\" in \
+                         *'\"PowerState\":\"On\"'*) echo on ;; \
+                         *'\"PowerState\":\"Off\"'*) echo off ;; *) return 1 ;; esac"
+                    ),
+                    reset("On"),
+                    reset("ForceOff"),
+                )
+            }
+            Sim::Modbus { coil, .. } => {
+                // Python source between single quotes, one statement a line from column 0.
+                let py = |body: &str| {
+                    format!(
+                        "{} -c '\nimport sys\nfrom pymodbus.client import ModbusTcpClient\n\
+                         c = ModbusTcpClient(\"{}\", port={}, timeout=1)\n\
+                         if not c.connect(): sys.exit(1)\n{body}\n' 2>/dev/null",
+                        python.display(),
+                        a.ip(),
+                        a.port(),
+                    )
+                };
+                (
+                    py(&format!(
+                        "r = c.read_coils({coil}, count=1, device_id=1)\n\
+                         sys.exit(1) if r.isError() else print(\"on\" if r.bits[0] else \"off\")"
+                    )),
+                    py(&format!(
+                        "sys.exit(1 if c.write_coil({coil}, True, device_id=1).isError() else 0)"
+                    )),
+                    py(&format!(
+                        "sys.exit(1 if c.write_coil({coil}, False, device_id=1).isError() else 0)"
+                    )),
+                )
+            }
+            Sim::Snmp { outlet, .. } => {
+                let oid = format!(".1.3.6.1.4.1.318.1.1.4.4.2.1.3.{outlet}");
+                let opts = format!("-v2c -c {V2C_RW_COMMUNITY} -r 1 -t 1 -m ''");
+                (
+                    format!(
+                        "out=$(snmpget {opts} -Oqv udp:{a} {oid}) || return 1\n  \
+                         case \"$out\" in 1) echo on ;; 2) echo off ;; *) return 1 ;; esac"
+                    ),
+                    format!("snmpset {opts} udp:{a} {oid} i 1 >/dev/null"),
+                    format!("snmpset {opts} udp:{a} {oid} i 2 >/dev/null"),
+                )
+            }
+        };
+        format!(
+            "# {name}: {kind} at {a}\nstatus_{l}() {{\n  {status}\n}}\non_{l}() {{\n  {on}\n}}\n\
+             off_{l}() {{\n  {off}\n}}\n",
+            name = self.name(),
+            kind = self.kind.word(),
+        )
+    }
+
     /// The BMC, for an IPMI device.
     pub fn ipmi(&self) -> Option<&IpmiSim> {
         match &self.sim {
@@ -576,6 +668,33 @@ impl FencePlant {
             .filter(|(_, d)| d.off_times().iter().any(|&t| t >= since))
             .map(|(l, _)| l)
             .collect()
+    }
+
+    /// A power script for host `i` as a real rig's description runs it (`SCRIPT status|on|off`):
+    /// `status` prints `off` when any device has the host off, else `on` (and fails when a
+    /// device does not answer); `on` switches every device on; `off` switches the first level's
+    /// device off. See [`FenceDevice::shell_functions`].
+    pub fn power_script(&self, i: usize, host: &str, python: &Path) -> String {
+        let devices = self.devices(i);
+        let mut s = format!(
+            "#!/bin/sh\n# {host}'s power through its fence devices (written by the emulated rig).\n\
+             set -u\n"
+        );
+        for d in devices {
+            s.push_str(&d.shell_functions(python));
+        }
+        s.push_str("case \"${1:-}\" in\nstatus)\n  power=on\n");
+        for l in 0..devices.len() {
+            let _ = writeln!(s, "  v=$(status_{l}) || exit 1");
+            s.push_str("  [ \"$v\" = off ] && power=off\n");
+        }
+        s.push_str("  echo \"$power\" ;;\non)\n");
+        for l in 0..devices.len() {
+            let _ = writeln!(s, "  on_{l} || exit 1");
+        }
+        s.push_str("  ;;\noff)\n  off_0 || exit 1 ;;\n");
+        s.push_str("*) echo \"usage: $0 status|on|off\" >&2; exit 2 ;;\nesac\n");
+        s
     }
 
     /// Wires host `i`'s BMCs to kill `pid` when they switch the power off, before they
