@@ -27,7 +27,10 @@ fn rig_from(file: &str) -> Emulated {
             Ok("true"),
             "CI runs as root: the full rig must run there"
         );
-        eprintln!("not root: {file} on loopback (no virtual IP, Catalog, carrier loss, firewall or full disk)");
+        eprintln!(
+            "not root: {file} on loopback (no virtual IP, Catalog, carrier loss, firewall or \
+             full disk)"
+        );
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("rigs")

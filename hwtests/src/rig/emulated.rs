@@ -2,9 +2,9 @@
 //! real `watchkeeper run` processes, real simulators and real resources.
 //!
 //! - **Hosts.** As root, each host is a network namespace with two NICs: `hb0` on the LAN (the
-//!   UDP heartbeat and the virtual IP) and `mg0` on the management network (the fence devices). Both are
-//!   veth pairs into a per-rig "switch" namespace, so addresses never touch the machine's own
-//!   network and two rigs can run at once. Without root, hosts share loopback (no virtual IP,
+//!   UDP heartbeat and the virtual IP) and `mg0` on the management network (the fence
+//!   devices). Both are veth pairs into a per-rig "switch" namespace, so addresses never touch
+//!   the machine's own network and two rigs can run at once. Without root, hosts share loopback (no virtual IP,
 //!   no carrier loss, no one-way firewall, no full disk: [`Emulated::build`] says which).
 //! - **Ethernet.** Every heartbeat path from host A to host B goes through a [`UdpRelay`] leg
 //!   in the switch namespace, which gives loss, delay and corruption (this machine has no
@@ -577,8 +577,8 @@ impl Emulated {
     /// path: the same hosts, reached through `nsenter` into their namespaces, powered through
     /// `ipmitool` against their BMCs (a host fenced by IPMI alone) or a power script per host
     /// that drives each of its devices with the usual tools ([`FencePlant::power_script`]:
-    /// `curl`, `snmpget`/`snmpset`, pymodbus), their agents started by a boot script that clears what a
-    /// power cycle clears and starts the agent detached, as its unit would. `rig::real` then
+    /// `curl`, `snmpget`/`snmpset`, pymodbus), their agents started by a boot script that
+    /// clears what a power cycle clears and starts the agent detached, as its unit would. `rig::real` then
     /// drives this rig only through the commands a real rig's description gives. Needs the
     /// namespaces (root); no agent of this rig may have been started by [`Emulated::start`].
     pub fn export_real(&self) -> io::Result<PathBuf> {
@@ -1142,8 +1142,9 @@ impl Emulated {
     }
 
     /// Checks, from the resource journal (timestamped by the resources themselves) and the
-    /// fence devices' power logs, that no two hosts ever ran resources of the group at the same time: a
-    /// host runs from a resource's start until its stop, its power-off or its reboot.
+    /// fence devices' power logs, that no two hosts ever ran resources of the group at the
+    /// same time: a host runs from a resource's start until its stop, its power-off or its
+    /// reboot.
     pub fn check_journal(&self) -> Result<usize, String> {
         let mut events: Vec<(f64, String, String, String)> = Vec::new();
         for line in self.journal() {

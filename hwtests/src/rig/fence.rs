@@ -3,12 +3,14 @@
 //!
 //! A host's `fence = [...]` levels each get a device of their own, started here:
 //!
-//! | kind | simulator | the host's power | lying (acknowledges off, stays on) |
-//! |---|---|---|---|
-//! | `ipmi` | OpenIPMI's `ipmi_sim` (RMCP+, UDP) | its chassis power file | the hook ignores off |
-//! | `redfish` | sushy-tools' emulator (HTTP, TCP) | the system's power file (`WK_POWER_DIR`) | the emulator ignores off |
-//! | `modbus` | a pymodbus PDU (Modbus TCP) | outlet (coil) `node id - 1` | the outlet is stuck |
-//! | `snmp` | net-snmp's `snmpd`, an APC MasterSwitch (v2c, UDP) | outlet `node id` | the outlet is stuck |
+//! - `ipmi`: OpenIPMI's `ipmi_sim` (RMCP+ over UDP); the host's power is its chassis power
+//!   file; lying, its hook acknowledges an off and ignores it.
+//! - `redfish`: sushy-tools' emulator (HTTP); the power is the system's power file
+//!   (`WK_POWER_DIR`, see `sushy_emulator.py`); lying, the emulator ignores a ForceOff.
+//! - `modbus`: a pymodbus PDU (Modbus TCP); the host is on coil `node id - 1`; lying, the
+//!   outlet is stuck.
+//! - `snmp`: net-snmp's `snmpd` playing an APC MasterSwitch (v2c over UDP); the host is on
+//!   outlet `node id`; lying, the outlet is stuck.
 //!
 //! A PDU here is the host's own: each host hangs on its own PDU, on the outlet numbered by its
 //! node id (so the agents' outlet maps are not all "outlet 1"). Sharing one PDU between hosts
