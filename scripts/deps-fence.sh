@@ -5,7 +5,8 @@
 #         agents run), snmpd (net-snmp's agent: the PDU and switch the SNMP tests fence through),
 #         socat, libxml2-utils
 #         (xmllint, to validate fence_watchkeeper's metadata), hyperfine (bench-fence.sh),
-#         openssl (self-signed certificates for the HTTPS emulator), python3-venv
+#         openssl (self-signed certificates for the HTTPS emulator), python3-venv, curl (the
+#         Redfish power commands of the emulated rig seen as a real rig)
 #   venv: sushy-tools (the Redfish emulator) and pymodbus (the Modbus PDU), pinned in
 #         scripts/requirements-test.txt, in
 #         $WATCHKEEPER_TEST_VENV (default /opt/watchkeeper-test-venv when root, else
@@ -17,7 +18,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib-apt.sh"
 
 # 1. Debian packages, installed only if one is missing.
-packages=(fence-agents ipmitool snmp snmpd socat libxml2-utils hyperfine openssl python3-venv)
+packages=(fence-agents ipmitool snmp snmpd socat libxml2-utils hyperfine openssl python3-venv curl)
 apt_missing "${packages[@]}"
 # fence-agents pulls in daemons' libraries but must not start any.
 apt_install "${missing[@]}"

@@ -217,6 +217,12 @@ impl ModbusPdu {
         fs::read_to_string(self.dir.path().join("pdu.log")).unwrap_or_default()
     }
 
+    /// The JSON state file the server keeps (see the module docs): for readers that must not
+    /// panic, such as a power watcher, which parse it themselves.
+    pub fn state_file(&self) -> PathBuf {
+        self.state_path()
+    }
+
     fn first_unit(&self) -> u8 {
         self.options.units.first().copied().unwrap_or(1)
     }

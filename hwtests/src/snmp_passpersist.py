@@ -19,7 +19,9 @@ STATE is a JSON file shared by all backends and the test (which reads and writes
 
 Every access holds an exclusive flock on STATE.lock and re-reads the file, and every write
 replaces it atomically, so the backends and the test never see half a state. Every SET
-(accepted or not) is appended to STATE.sets as one line: "<oid> <type> <value> <RESULT>".
+(accepted or not) is appended to STATE.sets as one line: "<oid> <type> <value> <RESULT>", and
+every outlet command to STATE.switches with its time: "<unix time> outlet=N on|off|reboot",
+with "-ignored" appended when the outlet is stuck.
 
 Stuck outlets and ports acknowledge SETs but never change, like a welded relay or a switch
 that ignores the command. Errors follow what a real agent answers: a SET of the wrong type is
@@ -104,7 +106,9 @@ class Locked:
     def switch_outlet(self, n, action):
         """action: "on", "off" or "reboot"."""
         if n in self.s.get("stuck_outlets", []):
+            log_switch(n, action + "-ignored")
             return
+        log_switch(n, action)
         k = str(n)
         self.s["reboot_until"].pop(k, None)
         if action == "reboot":
@@ -298,6 +302,11 @@ def parse_value(ttyp, typ, raw):
             raw = raw[1:-1]
         return raw, None
     return None, "not-writable"
+
+
+def log_switch(n, action):
+    with open(STATE + ".switches", "a") as f:
+        f.write(f"{time.time():.6f} outlet={n} {action}\n")
 
 
 def log_set(oid, typ, raw, result):

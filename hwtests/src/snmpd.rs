@@ -260,6 +260,32 @@ impl Snmpd {
         });
     }
 
+    /// Makes outlet `n` acknowledge every SET without changing (`true`: a welded relay, a PDU
+    /// that lies), or obey again.
+    pub fn set_outlet_stuck(&self, n: u32, stuck: bool) {
+        self.update_state(|state| {
+            let mut list: Vec<Value> = state["stuck_outlets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|v| v.as_u64() != Some(u64::from(n)))
+                .collect();
+            if stuck {
+                list.push(Value::from(n));
+            }
+            state["stuck_outlets"] = Value::from(list);
+        });
+    }
+
+    /// Every outlet command the PDU received, oldest first, with its time:
+    /// `<unix time> outlet=N on|off|reboot`, `-ignored` appended for a stuck outlet.
+    pub fn switches(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("state.json.switches"))
+            .map(|s| s.lines().map(str::to_owned).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether port `n`'s ifAdminStatus is up.
     ///
     /// # Panics

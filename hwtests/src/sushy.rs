@@ -7,8 +7,9 @@
 //! fresh directory, starts `python sushy_emulator.py` from the virtualenv that
 //! `scripts/deps-fence.sh` creates, and waits until the port accepts connections.
 //!
-//! `sushy_emulator.py` (next to this file) adds two things upstream lacks: a fixed power
-//! delay (upstream applies a reset after a random 1–11 s) and Redfish sessions (see its doc).
+//! `sushy_emulator.py` (next to this file) adds three things upstream lacks: a fixed power
+//! delay (upstream applies a reset after a random 1–11 s), Redfish sessions, and power kept in
+//! a file that a test rig can wire to a host (see its doc).
 //!
 //! # Contract
 //!
@@ -40,6 +41,10 @@ pub struct SushyOptions {
     pub power_delay_s: u64,
     /// Offer Redfish sessions (which upstream sushy-tools lacks) besides basic auth.
     pub sessions: bool,
+    /// Keep each system's power in a file of this directory (named by its UUID), switched at
+    /// once, so that the test rig can wire it to a host (see `sushy_emulator.py`,
+    /// `WK_POWER_DIR`); `power_delay_s` then does not apply.
+    pub power_dir: Option<PathBuf>,
 }
 
 impl Default for SushyOptions {
@@ -50,6 +55,7 @@ impl Default for SushyOptions {
             systems: 1,
             power_delay_s: 0,
             sessions: true,
+            power_dir: None,
         }
     }
 }
@@ -139,6 +145,9 @@ impl Sushy {
         let mut command = Command::new(&python);
         if options.sessions {
             command.env("WK_SESSIONS_LOG", dir.path().join("sessions.log"));
+        }
+        if let Some(power_dir) = &options.power_dir {
+            command.env("WK_POWER_DIR", power_dir);
         }
         let child = command
             .arg(&script)

@@ -12,12 +12,19 @@ WK_SESSIONS_LOG
     htpasswd file as basic auth) answers 201 with X-Auth-Token and Location; requests carrying
     a live token are let through; DELETE on the Location ends the session. Every create and
     delete is appended to the file named here, so a test can check that a client logged out.
+WK_POWER_DIR
+    Keeps each system's power in a file of this directory instead of sushy's own store, as
+    ipmi_sim's chassis hook does, so that the test rig can wire it to a host: `<uuid>` holds
+    1 (on) or 0 (off) and is switched at once (no delay); while `<uuid>.ignore-off` exists,
+    an off is acknowledged and ignored (a lying BMC); every switch is appended to `<uuid>.log`
+    as `<unix time> power=0|1|0-ignored`.
 """
 import base64
 import json
 import os
 import secrets
 import sys
+import time
 
 from sushy_tools.emulator import auth_basic
 from sushy_tools.emulator import main as emu_main
@@ -30,6 +37,47 @@ if delay is not None:
         def randint(a, b):
             return int(delay)
     fakedriver.random = _FixedDelay()
+
+power_dir = os.environ.get("WK_POWER_DIR")
+if power_dir is not None:
+    from sushy_tools import error as sushy_error
+
+    def _power_path(identity):
+        return os.path.join(power_dir, identity)
+
+    def _switch(identity, value):
+        path = _power_path(identity)
+        if value == "0" and os.path.exists(path + ".ignore-off"):
+            value = "0-ignored"
+        else:
+            with open(path + ".tmp", "w") as f:
+                f.write(value + "\n")
+            os.replace(path + ".tmp", path)
+        with open(path + ".log", "a") as f:
+            f.write(f"{time.time():.6f} power={value}\n")
+
+    def _get_power_state(self, identity):
+        uuid = self._get(identity)["uuid"]
+        try:
+            with open(_power_path(uuid)) as f:
+                return "Off" if f.read().strip() == "0" else "On"
+        except OSError:
+            return "On"
+
+    def _set_power_state(self, identity, state):
+        uuid = self._get(identity)["uuid"]
+        if "On" in state:
+            _switch(uuid, "1")
+        elif state in ("ForceOff", "GracefulShutdown"):
+            _switch(uuid, "0")
+        elif "Restart" in state:
+            _switch(uuid, "0")
+            _switch(uuid, "1")
+        else:
+            raise sushy_error.NotSupportedError(f"Power state {state} is not supported")
+
+    fakedriver.FakeDriver.get_power_state = _get_power_state
+    fakedriver.FakeDriver.set_power_state = _set_power_state
 
 SESSIONS = "/redfish/v1/SessionService/Sessions"
 

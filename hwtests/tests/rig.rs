@@ -4,6 +4,8 @@
 //! test says which faults that leaves out).
 //!
 //! `CHAOS_SEED` replays a chaos run; `CHAOS_FAULTS` sets its length (30 by default, as in CI).
+//!
+//! `hwtests/rigs/mixed.toml` runs the fencing scenarios with every kind of fence device.
 
 use std::path::Path;
 
@@ -13,14 +15,22 @@ use hwtests::rig::scenario::Runner;
 
 fn rig() -> Emulated {
     let root = nix::unistd::geteuid().is_root();
-    let file = if root { "pair.toml" } else { "loopback.toml" };
+    rig_from(if root { "pair.toml" } else { "loopback.toml" })
+}
+
+/// Builds the shipped rig `file`, printing what this machine cannot give it.
+fn rig_from(file: &str) -> Emulated {
+    let root = nix::unistd::geteuid().is_root();
     if !root {
         assert_ne!(
             std::env::var("CI").as_deref(),
             Ok("true"),
             "CI runs as root: the full rig must run there"
         );
-        eprintln!("not root: the loopback rig (no virtual IP, Catalog, carrier loss, firewall or full disk)");
+        eprintln!(
+            "not root: {file} on loopback (no virtual IP, Catalog, carrier loss, firewall or \
+             full disk)"
+        );
     }
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("rigs")
@@ -89,6 +99,51 @@ fn no_takeover_without_a_confirmed_fence_or_a_durable_epoch() {
 #[test]
 fn a_failed_start_or_a_hung_stop_never_splits_the_group() {
     scenarios(&["start-failure", "stop-hang"]);
+}
+
+/// The rig fenced by all four kinds of device (`hwtests/rigs/mixed.toml`: alpha by Redfish then
+/// a Modbus PDU, beta by IPMI then an SNMP PDU), each reached through the management network.
+/// In turn: a killed holder fenced by its first level; a holder whose first level is
+/// unreachable fenced by its second (beta's SNMP PDU, then alpha's Modbus PDU); every device
+/// of a holder lying, so nothing starts until they obey. At the end every one of the four
+/// devices has switched its host off, and acknowledged an off it ignored, by its own log.
+#[test]
+fn every_kind_of_fence_device_fences_and_a_dead_first_level_hands_over() {
+    let rig = rig_from("mixed.toml");
+    let mut runner = Runner::start(rig).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(runner.rig.name(runner.holder()), "alpha");
+    for name in [
+        "kill-holder",
+        "bmc-down",
+        "bmc-lies",
+        "bmc-lies",
+        "bmc-down",
+    ] {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    for i in 0..2 {
+        for d in runner.rig.fence_devices(i) {
+            assert!(
+                !d.off_times().is_empty(),
+                "{} never switched {} off",
+                d.name(),
+                runner.rig.name(i)
+            );
+            assert!(
+                d.ignored_offs() > 0,
+                "{} never lied about an off for {}",
+                d.name(),
+                runner.rig.name(i)
+            );
+        }
+    }
+    // The scenarios said which level acted.
+    let downs: Vec<&String> = runner
+        .log
+        .iter()
+        .filter(|l| l.starts_with("bmc-down: ") && l.contains("fenced by a later level"))
+        .collect();
+    assert_eq!(downs.len(), 2, "{:?}", runner.log);
 }
 
 #[test]
@@ -161,4 +216,60 @@ fn the_real_backend_drives_hosts_only_through_their_commands() {
     }
     drop(runner);
     drop(emulated);
+}
+
+/// The real-rig backend on the rig fenced by every kind of device: the exported description
+/// powers each host through a script that drives its devices as a site would (`curl` on the
+/// Redfish API, pymodbus on the Modbus PDU, `ipmitool`, `snmpget`/`snmpset` on the SNMP PDU's
+/// outlet), and the backend sees the fence and reboots the host through it.
+#[test]
+fn the_real_backend_powers_hosts_through_every_kind_of_device() {
+    if !nix::unistd::geteuid().is_root() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI runs as root: the real backend must be tested there"
+        );
+        eprintln!(
+            "SKIPPED: the real backend reaches the emulated hosts through their namespaces (root)"
+        );
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/mixed.toml");
+    let emulated = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
+    let exported = emulated.export_real().expect("export");
+    let desc = RigDesc::load(&exported).unwrap_or_else(|e| panic!("{e}"));
+    let text = std::fs::read_to_string(&exported).expect("exported description");
+    assert!(text.contains("fence = [\"redfish\", \"modbus\"]"), "{text}");
+    // The power script answers before any agent runs: both hosts on.
+    for h in &desc.hosts {
+        let real = h.real.as_ref().expect("real settings");
+        let out = std::process::Command::new(&real.power_status[0])
+            .args(&real.power_status[1..])
+            .output()
+            .expect("power_status");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "on",
+            "{}: {}",
+            h.name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let real = hwtests::rig::real::Real::connect(desc).unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = Runner::start(real).unwrap_or_else(|e| panic!("{e}"));
+    // Alpha (Redfish, Modbus) then beta (IPMI, SNMP) is lost, fenced and rebooted.
+    for name in ["kill-holder", "kill-holder"] {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(
+        runner
+            .timings
+            .iter()
+            .filter(|t| t.fenced_ms > 0.0 && t.group_ms > t.fenced_ms)
+            .count(),
+        2,
+        "{:?}",
+        runner.timings
+    );
 }

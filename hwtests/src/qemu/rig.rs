@@ -105,6 +105,20 @@ impl QemuRig {
     /// Builds `desc`: the initramfs (with `agent`, the musl build of `watchkeeper`), disks,
     /// BMCs and cables. Starts no guest.
     pub fn build(desc: RigDesc, agent: &Path) -> io::Result<Self> {
+        if let Some((h, k)) = desc.hosts.iter().find_map(|h| {
+            h.fence
+                .iter()
+                .find(|&&k| k != crate::rig::desc::FenceKind::Ipmi)
+                .map(|k| (h, k))
+        }) {
+            return Err(io::Error::other(format!(
+                "rig {:?}: host {} is fenced by {:?}: the QEMU guests are fenced by IPMI BMCs \
+                 (and a Modbus PDU with `[qemu] pdu = true`); use fence = [\"ipmi\"]",
+                desc.name,
+                h.name,
+                k.word()
+            )));
+        }
         let base = Rig::locate().map_err(io::Error::other)?;
         if desc.has_catalog() {
             return Err(io::Error::other(format!(
@@ -957,3 +971,21 @@ pub const FEED_INTERVAL: Duration = Duration::from_millis(100);
 const POLL: Duration = Duration::from_millis(20);
 /// The guests' Rust target.
 const MUSL: &str = "x86_64-unknown-linux-musl";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rig_fenced_by_other_kinds_than_ipmi_is_refused_by_name() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/mixed.toml");
+        let desc = RigDesc::load(&path).expect("rig description");
+        let e = QemuRig::build(desc, Path::new("/nonexistent/watchkeeper"))
+            .expect_err("a QEMU rig fenced by Redfish")
+            .to_string();
+        assert!(
+            e.starts_with("rig \"mixed\": host alpha is fenced by \"redfish\""),
+            "{e}"
+        );
+    }
+}

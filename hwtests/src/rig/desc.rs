@@ -12,7 +12,8 @@
 //!
 //! [[host]]
 //! name = "alpha"
-//! fence = ["ipmi"]          # fencing levels, first tried first
+//! fence = ["ipmi"]          # fencing levels, first tried first: "ipmi", "redfish" (BMCs),
+//!                           # "modbus", "snmp" (switched PDUs), each kind at most once
 //!
 //! [[host]]
 //! name = "beta"
@@ -121,11 +122,38 @@ pub enum DescError {
     },
 }
 
-/// How a host is fenced at one level.
+/// How a host is fenced at one level (see `rig::fence` for the simulators).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FenceKind {
     /// A BMC over IPMI v2.0 (RMCP+): `ipmi_sim` on the emulated rig.
     Ipmi,
+    /// A BMC over Redfish (HTTP): sushy-tools' emulator on the emulated rig.
+    Redfish,
+    /// A switched PDU over Modbus TCP, the host on one outlet: pymodbus on the emulated rig.
+    Modbus,
+    /// A switched PDU over SNMP, the host on one outlet: net-snmp's `snmpd` on the emulated
+    /// rig.
+    Snmp,
+}
+
+impl FenceKind {
+    /// Every kind, as the description spells it.
+    pub const ALL: [FenceKind; 4] = [
+        FenceKind::Ipmi,
+        FenceKind::Redfish,
+        FenceKind::Modbus,
+        FenceKind::Snmp,
+    ];
+
+    /// As the description spells it.
+    pub fn word(self) -> &'static str {
+        match self {
+            FenceKind::Ipmi => "ipmi",
+            FenceKind::Redfish => "redfish",
+            FenceKind::Modbus => "modbus",
+            FenceKind::Snmp => "snmp",
+        }
+    }
 }
 
 /// A resource of the group.
@@ -417,15 +445,25 @@ impl RigDesc {
             }
             let mut fence = Vec::new();
             for (j, f) in h.fence.iter().enumerate() {
-                match f.as_str() {
-                    "ipmi" => fence.push(FenceKind::Ipmi),
-                    other => {
-                        return Err(bad(
-                            format!("host[{i}].fence[{j}]"),
-                            format!("unknown fence device kind {other:?}: expected \"ipmi\""),
-                        ))
-                    }
+                let Some(kind) = FenceKind::ALL.into_iter().find(|k| k.word() == f) else {
+                    return Err(bad(
+                        format!("host[{i}].fence[{j}]"),
+                        format!(
+                            "unknown fence device kind {f:?}: expected \"ipmi\", \"redfish\", \
+                             \"modbus\" or \"snmp\""
+                        ),
+                    ));
+                };
+                if fence.contains(&kind) {
+                    return Err(bad(
+                        format!("host[{i}].fence[{j}]"),
+                        format!(
+                            "{f:?} is listed twice: each level is a device of another kind, \
+                             e.g. fence = [\"ipmi\", \"modbus\"]"
+                        ),
+                    ));
                 }
+                fence.push(kind);
             }
             if h.witness && !fence.is_empty() {
                 return Err(bad(
@@ -826,6 +864,38 @@ address = "10.79.0.100/24"
         assert!(e.contains("host[2].fence"), "{e}");
         let e = err(&format!("{GOOD}\n[qemu]\nwatchdog_timeout = \"1500ms\"\n"));
         assert!(e.contains("qemu.watchdog_timeout"), "{e}");
+    }
+
+    #[test]
+    fn every_fence_kind_parses_in_order_and_each_once() {
+        let text = GOOD
+            .replacen("fence = [\"ipmi\"]", "fence = [\"redfish\", \"modbus\"]", 1)
+            .replacen("fence = [\"ipmi\"]", "fence = [\"snmp\", \"ipmi\"]", 1);
+        let d = RigDesc::parse(Path::new("rig.toml"), &text).expect("parses");
+        assert_eq!(d.hosts[0].fence, [FenceKind::Redfish, FenceKind::Modbus]);
+        assert_eq!(d.hosts[1].fence, [FenceKind::Snmp, FenceKind::Ipmi]);
+        let words: Vec<&str> = FenceKind::ALL.iter().map(|k| k.word()).collect();
+        assert_eq!(words, ["ipmi", "redfish", "modbus", "snmp"]);
+        // A kind twice is refused with its key.
+        let e = err(&GOOD.replacen(
+            "fence = [\"ipmi\"]",
+            "fence = [\"modbus\", \"ipmi\", \"modbus\"]",
+            1,
+        ));
+        assert!(
+            e.starts_with("rig.toml: host[0].fence[2]: \"modbus\" is listed twice"),
+            "{e}"
+        );
+        // A kind the rig does not know lists those it does.
+        let e = err(&GOOD.replacen("fence = [\"ipmi\"]", "fence = [\"ipmi\", \"snmp-pdu\"]", 1));
+        assert_eq!(
+            e,
+            "rig.toml: host[0].fence[1]: unknown fence device kind \"snmp-pdu\": expected \
+             \"ipmi\", \"redfish\", \"modbus\" or \"snmp\""
+        );
+        // A kind that is not a string is a type error with its line.
+        let e = err(&GOOD.replacen("fence = [\"ipmi\"]", "fence = [\"ipmi\", 2]", 1));
+        assert!(e.contains("line") && e.contains("fence"), "{e}");
     }
 
     const REAL: &str = r#"

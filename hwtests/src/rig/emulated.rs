@@ -2,20 +2,23 @@
 //! real `watchkeeper run` processes, real simulators and real resources.
 //!
 //! - **Hosts.** As root, each host is a network namespace with two NICs: `hb0` on the LAN (the
-//!   UDP heartbeat and the virtual IP) and `mg0` on the management network (the BMCs). Both are
-//!   veth pairs into a per-rig "switch" namespace, so addresses never touch the machine's own
-//!   network and two rigs can run at once. Without root, hosts share loopback (no virtual IP,
+//!   UDP heartbeat and the virtual IP) and `mg0` on the management network (the fence
+//!   devices). Both are veth pairs into a per-rig "switch" namespace, so addresses never touch
+//!   the machine's own network and two rigs can run at once. Without root, hosts share loopback (no virtual IP,
 //!   no carrier loss, no one-way firewall, no full disk: [`Emulated::build`] says which).
 //! - **Ethernet.** Every heartbeat path from host A to host B goes through a [`UdpRelay`] leg
 //!   in the switch namespace, which gives loss, delay and corruption (this machine has no
 //!   `netem`). Carrier loss is `ip link set hb0 down`; a one-way cut is an nftables rule in the
 //!   receiving host's namespace: both are the kernel's own paths.
 //! - **Serial cables.** [`PtyCable`]s: cut, one-way cut, delay.
-//! - **Power.** One `ipmi_sim` BMC per host that can hold the group, reached through a
-//!   management relay leg (cut it and the BMC is unreachable). A power-off SIGKILLs the agent
-//!   (the BMC's hook) and, from the rig's power watcher, every other process of that host: the
-//!   processes of its namespace and its PostgreSQL. Powering on is a reboot: the host's
-//!   volatile state (marker files, the virtual IP) is gone, and its agent starts afresh.
+//! - **Power.** Each fencing level of a host that can hold the group is a simulator of its
+//!   kind (`ipmi_sim`, sushy-tools, a pymodbus or an `snmpd` PDU: [`super::fence`]), reached
+//!   through management relay legs (cut them and the device is unreachable). A host has power
+//!   while every one of its devices says on. A power-off SIGKILLs the agent (an IPMI BMC's hook
+//!   does it before answering) and, from the rig's power watcher, every other process of that
+//!   host: the processes of its namespace and its PostgreSQL. Powering on is a reboot: the
+//!   host's volatile state (marker files, the virtual IP) is gone, every device switches on
+//!   and its agent starts afresh.
 //! - **The Catalog.** A [`PgCluster`]: the first holder's PostgreSQL is the primary, the other
 //!   host's streams from it; agents reach both through the Unix socket directory, which every
 //!   namespace sees.
@@ -44,10 +47,11 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::desc::{ResourceKind, RigDesc};
+use super::fence::{FencePlant, PowerProbe, Switch};
 use super::relay::{UdpRelay, Way};
 use crate::agent::{watchkeeper_bin, AgentProcess};
 use crate::cable::{Direction, PtyCable};
-use crate::ipmi_sim::{IpmiSim, IpmiSimConfig, DEFAULT_PASSWORD, DEFAULT_USER};
+use crate::ipmi_sim::{DEFAULT_PASSWORD, DEFAULT_USER};
 use crate::netns::in_netns;
 use crate::pg::{live_postmaster, Node, PgCluster, PG_OS_USER, SUPERUSER_PASSWORD};
 
@@ -57,7 +61,7 @@ const HB_PORT: u16 = 5405;
 pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 /// Size of a host's state directory when the rig can give it a filesystem of its own.
 const STATE_FS_BYTES: u64 = 4 << 20;
-/// How often the power watcher looks at the BMCs.
+/// How often the power watcher looks at the fence devices.
 const POWER_POLL: Duration = Duration::from_millis(5);
 /// A script resource: a state file per node and resource, a journal line with a timestamp per
 /// real start and stop. `NODE-NAME.nostart` makes its start fail, `NODE-NAME.hang` its stop
@@ -116,21 +120,24 @@ impl Drop for Netns {
     }
 }
 
-/// What a power-off ends: the BMC's power file, the host's namespace, its PostgreSQL data
-/// directory.
-type PoweredHost = (Option<PathBuf>, Option<String>, Option<PathBuf>);
+/// What a power-off ends: where the host's fence devices keep its power, the host's namespace,
+/// its PostgreSQL data directory.
+type PoweredHost = (Vec<PowerProbe>, Option<String>, Option<PathBuf>);
 
 /// Shared with the power watcher thread.
 #[derive(Debug, Default)]
 struct PowerShared {
     stop: AtomicBool,
-    /// Per host: the power file the BMC keeps, the namespace, the PostgreSQL data directory.
+    /// Per host: its fence devices' power, the namespace, the PostgreSQL data directory.
     hosts: Mutex<Vec<PoweredHost>>,
     /// Power-offs the watcher acted on.
     offs: AtomicU32,
     /// Agents run detached from this process (started by a boot script, see
     /// [`Emulated::export_real`]): their zombies are reaped here too.
     detached_agents: AtomicBool,
+    /// Per host, a file the watcher creates while the host has no power (what a real-rig
+    /// description of this rig checks before it "reaches" the host).
+    dark: Mutex<Vec<PathBuf>>,
 }
 
 /// A built rig; see the module docs.
@@ -143,8 +150,7 @@ pub struct Emulated {
     hosts: Vec<HostRt>,
     cables: Vec<PtyCable>,
     heartbeat: Vec<Leg>,
-    management: Vec<Leg>,
-    bmcs: Vec<Option<IpmiSim>>,
+    fence: FencePlant,
     pg: Option<PgCluster>,
     power: Arc<PowerShared>,
     watcher: Option<JoinHandle<()>>,
@@ -155,7 +161,7 @@ pub struct Emulated {
 }
 
 impl Emulated {
-    /// Builds `desc`: namespaces when root, cables, relays, BMCs, the Catalog, per-host
+    /// Builds `desc`: namespaces when root, cables, relays, fence devices, the Catalog, per-host
     /// configurations. Starts no agent.
     pub fn build(desc: RigDesc) -> io::Result<Self> {
         let root = nix::unistd::geteuid().is_root();
@@ -199,8 +205,7 @@ impl Emulated {
             hosts: Vec::new(),
             cables: Vec::new(),
             heartbeat: Vec::new(),
-            management: Vec::new(),
-            bmcs: Vec::new(),
+            fence: FencePlant::default(),
             pg: None,
             power,
             watcher: None,
@@ -259,10 +264,6 @@ impl Emulated {
             let names = c.map(|i| format!("tty-{}", self.desc.hosts[i].name));
             self.cables.push(PtyCable::new(&d, &names[0], &names[1])?);
         }
-        for h in &self.desc.hosts {
-            self.bmcs
-                .push((!h.witness).then(|| IpmiSim::start(&IpmiSimConfig::default())));
-        }
         // Heartbeat legs: every ordered pair of hosts on the Ethernet.
         let eth = self.desc.ethernet.clone();
         for &a in &eth {
@@ -277,29 +278,12 @@ impl Emulated {
                 }
             }
         }
-        // Management legs: from every host to every other host's BMC.
-        for a in 0..n {
-            for b in 0..n {
-                let Some(bmc) = self.bmcs[b].as_ref().map(IpmiSim::address) else {
-                    continue;
-                };
-                let relay = match &self.netns {
-                    Some(ns) => {
-                        let front = in_netns(&ns.switch, move || {
-                            UdpSocket::bind(SocketAddr::from((mg_switch(a), 6230 + port_u16(b))))
-                        })?;
-                        let back = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))?;
-                        UdpRelay::from_sockets(front, back, bmc)?
-                    }
-                    None => UdpRelay::start(lo0(), lo0(), bmc)?,
-                };
-                self.management.push(Leg {
-                    from: a,
-                    to: b,
-                    relay,
-                });
-            }
-        }
+        // Fence devices, and management legs from every host to each of them.
+        let switch = self.netns.as_ref().map(|ns| Switch {
+            netns: ns.switch.clone(),
+            towards: (0..n).map(mg_switch).collect(),
+        });
+        self.fence = FencePlant::build(&self.desc, &d, switch.as_ref())?;
         if self.desc.has_catalog() {
             let pg = PgCluster::start();
             self.pg = Some(pg);
@@ -316,13 +300,21 @@ impl Emulated {
                 .lock()
                 .map_err(|_| io::Error::other("lock"))?;
             for i in 0..n {
-                let power_file = self.bmcs[i].as_ref().map(IpmiSim::power_file);
+                let probes = self.fence.probes(i);
                 let ns = self.netns.as_ref().map(|ns| ns.hosts[i].clone());
                 let datadir = self
                     .pg_node(i)
                     .and_then(|node| self.pg.as_ref().map(|pg| pg.datadir(node)));
-                hosts.push((power_file, ns, datadir));
+                hosts.push((probes, ns, datadir));
             }
+        }
+        if let Ok(mut dark) = self.power.dark.lock() {
+            *dark = self
+                .desc
+                .hosts
+                .iter()
+                .map(|h| dark_mark(&d, &h.name))
+                .collect();
         }
         let shared = Arc::clone(&self.power);
         self.watcher = Some(
@@ -447,31 +439,10 @@ impl Emulated {
             if h.witness {
                 s.push_str("witness = true\n");
             } else {
-                let levels: Vec<String> = h
-                    .fence
-                    .iter()
-                    .enumerate()
-                    .map(|(l, _)| format!("[\"bmc{l}-{}\"]", h.name))
-                    .collect();
-                let _ = writeln!(s, "fencing = [{}]", levels.join(", "));
+                s.push_str(&self.fence.levels_toml(i));
             }
         }
-        for (i, h) in desc.hosts.iter().enumerate() {
-            for (l, _) in h.fence.iter().enumerate() {
-                let address = self
-                    .management
-                    .iter()
-                    .find(|m| m.from == me && m.to == i)
-                    .map(|m| m.relay.front());
-                let Some(address) = address else { continue };
-                s.push_str(&crate::ipmi_sim::fence_device_toml(
-                    &format!("bmc{l}-{}", h.name),
-                    &h.name,
-                    address,
-                    "3s",
-                ));
-            }
-        }
+        s.push_str(&self.fence.agent_toml(me));
         for r in &desc.resources {
             let _ = write!(s, "\n[[resource]]\nname = \"{}\"\n", r.name);
             match &r.kind {
@@ -555,7 +526,7 @@ impl Emulated {
         self.pg_node(i)
     }
 
-    /// Starts host `i`'s agent and wires its BMC's power to it.
+    /// Starts host `i`'s agent and wires its BMCs' power to it.
     pub fn start(&mut self, i: usize) -> io::Result<()> {
         let bin = watchkeeper_bin()?;
         let mut args: Vec<String> = Vec::new();
@@ -596,17 +567,18 @@ impl Emulated {
         args.push(self.hosts[i].config.display().to_string());
         let os: Vec<&OsStr> = args.iter().map(OsStr::new).collect();
         let p = AgentProcess::spawn(&program, &os, &self.hosts[i].log)?;
-        if let Some(bmc) = &self.bmcs[i] {
-            bmc.wire_power_to(u32::try_from(p.pid().as_raw()).unwrap_or(0));
-        }
+        self.fence
+            .wire_power_to(i, u32::try_from(p.pid().as_raw()).unwrap_or(0));
         self.hosts[i].agent = Some(p);
         Ok(())
     }
 
     /// Writes a real-rig description of this rig (and a boot script per host) and returns its
     /// path: the same hosts, reached through `nsenter` into their namespaces, powered through
-    /// `ipmitool` against their BMCs, their agents started by a boot script that clears what a
-    /// power cycle clears and starts the agent detached, as its unit would. `rig::real` then
+    /// `ipmitool` against their BMCs (a host fenced by IPMI alone) or a power script per host
+    /// that drives each of its devices with the usual tools ([`FencePlant::power_script`]:
+    /// `curl`, `snmpget`/`snmpset`, pymodbus), their agents started by a boot script that
+    /// clears what a power cycle clears and starts the agent detached, as its unit would. `rig::real` then
     /// drives this rig only through the commands a real rig's description gives. Needs the
     /// namespaces (root); no agent of this rig may have been started by [`Emulated::start`].
     pub fn export_real(&self) -> io::Result<PathBuf> {
@@ -615,6 +587,11 @@ impl Emulated {
                 "a real-rig description of the emulated rig needs its namespaces (root)",
             ));
         };
+        // The boot scripts' agents are orphaned at once: they must come back to this process
+        // (as they do when the Catalog's fixture made it a subreaper), or a killed one stays a
+        // zombie of an init that may never reap it, and `kill -0` takes it for a live agent.
+        nix::sys::prctl::set_child_subreaper(true)
+            .map_err(|e| io::Error::other(format!("PR_SET_CHILD_SUBREAPER: {e}")))?;
         self.power.detached_agents.store(true, Ordering::SeqCst);
         let bin = watchkeeper_bin()?;
         let d = self.dir.path();
@@ -652,12 +629,14 @@ impl Emulated {
                 );
             }
             enter.push_str(" sh -c \"$1\"");
-            let dark = match &self.bmcs[i] {
-                Some(bmc) => format!(
-                    "[ \"$(cat {})\" != 0 ] || {{ echo {name}: no route to host >&2; exit 255; }}; ",
-                    q(&bmc.power_file().display().to_string())
-                ),
-                None => String::new(),
+            // The power watcher marks a host without power.
+            let dark = if h.witness {
+                String::new()
+            } else {
+                format!(
+                    "[ ! -e {} ] || {{ echo {name}: no route to host >&2; exit 255; }}; ",
+                    q(&dark_mark(d, name).display().to_string())
+                )
             };
             let run = vec![
                 "sh".to_owned(),
@@ -698,7 +677,8 @@ impl Emulated {
                 fence = if h.witness {
                     String::new()
                 } else {
-                    "fence = [\"ipmi\"]\n".to_owned()
+                    let kinds: Vec<String> = h.fence.iter().map(|k| k.word().to_owned()).collect();
+                    format!("fence = {}\n", toml_list(&kinds))
                 },
                 run = toml_list(&run),
                 bin = q(&bin.display().to_string()),
@@ -710,7 +690,34 @@ impl Emulated {
                     q(&self.hosts[i].log.display().to_string())
                 ),
             );
-            if let Some(bmc) = &self.bmcs[i] {
+            let devices = self.fence.devices(i);
+            let bmc = match devices {
+                [only] => only.ipmi(),
+                _ => None,
+            };
+            if bmc.is_none() && !devices.is_empty() {
+                let script = d.join(format!("power-{name}.sh"));
+                fs::write(
+                    &script,
+                    self.fence
+                        .power_script(i, name, &crate::sushy::venv_python()?),
+                )?;
+                let power = |what: &str| {
+                    toml_list(&[
+                        "sh".to_owned(),
+                        script.display().to_string(),
+                        what.to_owned(),
+                    ])
+                };
+                let _ = write!(
+                    t,
+                    "power_status = {}\npower_on = {}\npower_off = {}\n",
+                    power("status"),
+                    power("on"),
+                    power("off")
+                );
+            }
+            if let Some(bmc) = bmc {
                 let a = bmc.address();
                 let ipmi = |what: &str| {
                     let mut c: Vec<String> = ["ipmitool", "-I", "lanplus", "-C", "3", "-H"]
@@ -801,14 +808,14 @@ impl Emulated {
         }
     }
 
-    /// Whether host `i` has power (a witness always has).
+    /// Whether host `i` has power: every fence device of it says on (a witness always has).
     pub fn powered(&self, i: usize) -> bool {
-        self.bmcs[i].as_ref().is_none_or(IpmiSim::power_on)
+        self.fence.powered(i)
     }
 
     /// Power-cycles host `i` into a fresh boot: its agent and every process it left are
-    /// killed, its volatile state (marker files, the virtual IP) is cleared, the BMC reports
-    /// power on, and a new agent starts.
+    /// killed, its volatile state (marker files, the virtual IP) is cleared, every fence device
+    /// of it reports power on, and a new agent starts.
     pub fn reboot(&mut self, i: usize) -> io::Result<()> {
         if let Some(mut a) = self.hosts[i].agent.take() {
             let _ = a.kill(Signal::SIGKILL);
@@ -842,9 +849,7 @@ impl Emulated {
                 );
             }
         }
-        if let Some(bmc) = &self.bmcs[i] {
-            bmc.set_power_on(true);
-        }
+        self.fence.power_on(i)?;
         self.start(i)
     }
 
@@ -1035,19 +1040,21 @@ impl Emulated {
         Ok(())
     }
 
-    /// Cuts (or mends) the management path to host `i`'s BMC from every host.
+    /// Cuts (or mends) the management path from every host to host `i`'s first fence device
+    /// (its BMC on a rig fenced by IPMI; any further level stays reachable).
     pub fn cut_bmc(&self, i: usize, cut: bool) {
-        for l in self.management.iter().filter(|l| l.to == i) {
-            l.relay.set_cut(Way::ToTarget, cut);
-        }
+        self.fence.cut(i, 0, cut);
     }
 
-    /// Makes host `i`'s BMC acknowledge power-off commands without acting on them (a stuck
-    /// relay), or behave again.
-    pub fn bmc_ignores_off(&self, i: usize, ignore: bool) {
-        if let Some(bmc) = &self.bmcs[i] {
-            bmc.set_ignore_off(ignore);
-        }
+    /// Makes every fence device of host `i` acknowledge power-off commands without acting on
+    /// them (a stuck relay, a lying BMC), or behave again.
+    pub fn bmc_ignores_off(&self, i: usize, ignore: bool) -> io::Result<()> {
+        self.fence.ignore_off(i, ignore)
+    }
+
+    /// Host `i`'s fence devices, first level first.
+    pub fn fence_devices(&self, i: usize) -> &[super::fence::FenceDevice] {
+        self.fence.devices(i)
     }
 
     /// Makes resource `resource` fail to start on host `i` (or start again).
@@ -1113,9 +1120,10 @@ impl Emulated {
     pub fn heal(&self) -> io::Result<()> {
         self.cut_serial(false);
         self.delay_serial(Duration::ZERO);
-        for l in self.heartbeat.iter().chain(&self.management) {
+        for l in &self.heartbeat {
             l.relay.heal();
         }
+        self.fence.heal()?;
         for i in 0..self.desc.hosts.len() {
             if let Some(ns) = &self.netns {
                 run("ip", &["-n", &ns.hosts[i], "link", "set", "hb0", "up"])?;
@@ -1132,7 +1140,6 @@ impl Emulated {
                     ])
                     .output();
             }
-            self.bmc_ignores_off(i, false);
             for r in &self.desc.resources {
                 self.refuse_start(i, &r.name, false)?;
                 self.hang_stop(i, &r.name, false)?;
@@ -1147,12 +1154,10 @@ impl Emulated {
         Ok(())
     }
 
-    /// Host `i`'s BMC power log (`<unix time> power=0|1|0-ignored`); empty for a witness.
-    pub fn power_log(&self, i: usize) -> Vec<String> {
-        self.bmcs[i]
-            .as_ref()
-            .map(IpmiSim::power_log)
-            .unwrap_or_default()
+    /// When a fence device switched host `i` off (Unix seconds, from the devices' own logs),
+    /// sorted; empty for a witness.
+    pub fn off_times(&self, i: usize) -> Vec<f64> {
+        self.fence.off_times(i)
     }
 
     /// Power-offs the watcher acted on so far.
@@ -1168,8 +1173,9 @@ impl Emulated {
     }
 
     /// Checks, from the resource journal (timestamped by the resources themselves) and the
-    /// BMCs' power logs, that no two hosts ever ran resources of the group at the same time: a
-    /// host runs from a resource's start until its stop, its power-off or its reboot.
+    /// fence devices' power logs, that no two hosts ever ran resources of the group at the
+    /// same time: a host runs from a resource's start until its stop, its power-off or its
+    /// reboot.
     pub fn check_journal(&self) -> Result<usize, String> {
         let mut events: Vec<(f64, String, String, String)> = Vec::new();
         for line in self.journal() {
@@ -1184,15 +1190,9 @@ impl Emulated {
                 .map_err(|_| format!("journal line {line:?}: bad time"))?;
             events.push((t, node.to_owned(), what.to_owned(), res.to_owned()));
         }
-        for (i, bmc) in self.bmcs.iter().enumerate() {
-            let Some(bmc) = bmc else { continue };
-            for line in bmc.power_log() {
-                let mut f = line.split_whitespace();
-                if let (Some(t), Some("power=0")) = (f.next(), f.next()) {
-                    if let Ok(t) = t.parse::<f64>() {
-                        events.push((t, self.name(i).to_owned(), "off".into(), "-".into()));
-                    }
-                }
+        for i in 0..self.desc.hosts.len() {
+            for t in self.fence.off_times(i) {
+                events.push((t, self.name(i).to_owned(), "off".into(), "-".into()));
             }
         }
         never_two_hosts(&mut events)?;
@@ -1273,15 +1273,24 @@ pub fn never_two_hosts(events: &mut [(f64, String, String, String)]) -> Result<(
 
 fn power_watcher(shared: &PowerShared) {
     let mut was_on: Vec<bool> = Vec::new();
+    let dark = shared.dark.lock().map(|d| d.clone()).unwrap_or_default();
     while !shared.stop.load(Ordering::SeqCst) {
         if let Ok(hosts) = shared.hosts.lock() {
             was_on.resize(hosts.len(), true);
-            for (i, (power, ns, datadir)) in hosts.iter().enumerate() {
-                let Some(power) = power else { continue };
-                let on = fs::read_to_string(power).map_or(true, |t| t.trim() != "0");
+            for (i, (probes, ns, datadir)) in hosts.iter().enumerate() {
+                // Unreadable counts as on: only a device that says off darkens a host.
+                let on = probes.iter().all(|p| p.read().unwrap_or(true));
                 if was_on[i] && !on {
+                    if let Some(mark) = dark.get(i) {
+                        let _ = fs::write(mark, "");
+                    }
                     kill_host(ns.as_deref(), datadir.as_deref());
                     shared.offs.fetch_add(1, Ordering::SeqCst);
+                }
+                if !was_on[i] && on {
+                    if let Some(mark) = dark.get(i) {
+                        let _ = fs::remove_file(mark);
+                    }
                 }
                 was_on[i] = on;
             }
@@ -1339,6 +1348,11 @@ fn kill_host(ns: Option<&str>, datadir: Option<&Path>) {
         // The postmaster's children exit when it dies; SIGKILL is a power cut to PostgreSQL.
         let _ = kill(pid, Signal::SIGKILL);
     }
+}
+
+/// The file the power watcher keeps while host `name` has no power.
+fn dark_mark(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.dark"))
 }
 
 fn make_netns(n: usize) -> io::Result<Netns> {
@@ -1499,16 +1513,10 @@ impl super::Rig for Emulated {
         Emulated::power_offs(self)
     }
     fn off_times(&self, i: usize) -> Vec<f64> {
-        self.power_log(i)
-            .iter()
-            .filter_map(|l| {
-                let mut f = l.split_whitespace();
-                match (f.next().and_then(|t| t.parse::<f64>().ok()), f.next()) {
-                    (Some(t), Some("power=0")) => Some(t),
-                    _ => None,
-                }
-            })
-            .collect()
+        Emulated::off_times(self, i)
+    }
+    fn levels_off_since(&self, i: usize, since: f64) -> Option<Vec<usize>> {
+        Some(self.fence.levels_off_since(i, since))
     }
     fn start_times(&self, i: usize, resource: &str) -> Vec<f64> {
         let name = self.name(i);
@@ -1555,8 +1563,7 @@ impl super::Rig for Emulated {
         Ok(())
     }
     fn bmc_ignores_off(&mut self, i: usize, ignore: bool) -> io::Result<()> {
-        Emulated::bmc_ignores_off(self, i, ignore);
-        Ok(())
+        Emulated::bmc_ignores_off(self, i, ignore)
     }
     fn fill_disk(&mut self, i: usize, full: bool) -> io::Result<()> {
         Emulated::fill_disk(self, i, full)

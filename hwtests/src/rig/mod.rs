@@ -18,9 +18,11 @@ use serde_json::Value;
 
 pub mod desc;
 pub mod emulated;
+pub mod fence;
 pub mod real;
 pub mod relay;
 pub mod scenario;
+pub mod tcp_relay;
 
 /// Faults a rig may be unable to inject, by the names [`Rig::unavailable`] uses.
 pub const FAULTS: [&str; 11] = [
@@ -86,6 +88,11 @@ pub trait Rig {
     fn power_offs(&self) -> u32;
     /// When host `i` lost power (Unix seconds), as far as the rig knows.
     fn off_times(&self, i: usize) -> Vec<f64>;
+    /// Which of host `i`'s fencing levels (0 = first) switched it off at or after `since`
+    /// (Unix seconds), if the rig can tell its devices apart.
+    fn levels_off_since(&self, _i: usize, _since: f64) -> Option<Vec<usize>> {
+        None
+    }
     /// When `resource` started on host `i` (Unix seconds).
     fn start_times(&self, i: usize, resource: &str) -> Vec<f64>;
     /// Checks from the rig's records that no two hosts ever ran the group at once; how many
@@ -105,9 +112,10 @@ pub trait Rig {
     fn corrupt_lan(&mut self, on: bool) -> io::Result<()>;
     /// One burst of line noise into both ends of every serial cable (`burst` numbers it).
     fn serial_noise(&self, burst: u64) -> io::Result<()>;
-    /// Cuts (or mends) every path to host `i`'s BMC.
+    /// Cuts (or mends) every path to host `i`'s BMC: its first fencing level's device.
     fn cut_bmc(&mut self, i: usize, cut: bool) -> io::Result<()>;
-    /// Makes host `i`'s BMC acknowledge power-off without acting (or behave again).
+    /// Makes host `i`'s fence devices (every level) acknowledge power-off without acting (or
+    /// behave again).
     fn bmc_ignores_off(&mut self, i: usize, ignore: bool) -> io::Result<()>;
     /// Fills host `i`'s state directory (or frees it).
     fn fill_disk(&mut self, i: usize, full: bool) -> io::Result<()>;

@@ -549,8 +549,13 @@ impl<R: Rig> Runner<R> {
     }
 
     /// A fence device that cannot confirm: no takeover while it fails, takeover once it works.
+    /// `bmc-lies` makes every device of the holder lie; `bmc-down` cuts its first level's
+    /// device, and when the holder has a next level, that level must fence it at once.
     fn bad_bmc(&mut self, what: &str, lie: bool) -> Result<(), Failed> {
         let (victim, survivor) = (self.holder, self.standby());
+        if !lie && self.rig.desc().hosts[victim].fence.len() > 1 {
+            return self.next_level_fences(what, victim, survivor);
+        }
         self.write_row()?;
         if lie {
             self.rig
@@ -651,6 +656,58 @@ impl<R: Rig> Runner<R> {
             QUIET.as_secs(),
             burst.get(),
             counts.join("; ")
+        ));
+        self.mend(what)
+    }
+
+    /// The holder's first fencing level unreachable when it dies: the survivor must fence it
+    /// through its next level (never starting anything while it has power), then take over.
+    fn next_level_fences(
+        &mut self,
+        what: &str,
+        victim: usize,
+        survivor: usize,
+    ) -> Result<(), Failed> {
+        let kinds: Vec<&str> = self.rig.desc().hosts[victim]
+            .fence
+            .iter()
+            .map(|k| k.word())
+            .collect();
+        self.write_row()?;
+        self.rig.cut_bmc(victim, true).map_err(fault_error)?;
+        let at = unix_now();
+        self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
+        let took = self.watch(what, WAIT, |r| {
+            !r.running(survivor).is_empty() || !r.powered_now(victim)
+        })?;
+        if self.started_with_power_on(survivor, victim) {
+            return fail(format!(
+                "{what}: {} started {:?} before {} was fenced",
+                self.rig.name(survivor),
+                self.rig.running(survivor),
+                self.rig.name(victim)
+            ));
+        }
+        self.watch(what, WAIT, |r| !r.powered(victim) && r.holds_all(survivor))?;
+        if let Some(levels) = self.rig.levels_off_since(victim, at) {
+            if levels.first().is_none_or(|&l| l == 0) {
+                return fail(format!(
+                    "{what}: {} was switched off by levels {levels:?} of {kinds:?}, not by a \
+                     level after the unreachable {}",
+                    self.rig.name(victim),
+                    kinds[0]
+                ));
+            }
+        }
+        self.check_after(what, survivor)?;
+        self.record(what, at, victim, survivor);
+        self.say(format!(
+            "{what}: {}'s {} unreachable; fenced by a later level of {kinds:?} after {} ms, \
+             group on {}",
+            self.rig.name(victim),
+            kinds[0],
+            took.as_millis(),
+            self.rig.name(survivor)
         ));
         self.mend(what)
     }
@@ -877,7 +934,7 @@ impl<R: Rig> Runner<R> {
         self.mend(what)
     }
 
-    /// Times of a failover from the rig's own clocks: the BMC's power log for the fence, the
+    /// Times of a failover from the rig's own clocks: the fence devices' logs for the fence, the
     /// resource journal for the last resource of the group started on the survivor.
     fn record(&mut self, what: &str, at: f64, victim: usize, survivor: usize) {
         let off = self
