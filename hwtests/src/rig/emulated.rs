@@ -44,6 +44,7 @@ use nix::unistd::Pid;
 use serde_json::Value;
 
 use super::desc::{ResourceKind, RigDesc};
+use super::ocf::{OcfRig, Volatile};
 use super::relay::{UdpRelay, Way};
 use crate::agent::{watchkeeper_bin, AgentProcess};
 use crate::cable::{Direction, PtyCable};
@@ -131,6 +132,9 @@ struct PowerShared {
     /// Agents run detached from this process (started by a boot script, see
     /// [`Emulated::export_real`]): their zombies are reaped here too.
     detached_agents: AtomicBool,
+    /// Per host: what a power-off clears of its OCF resources (mounts, addresses, run
+    /// directory).
+    volatile: Mutex<Vec<Volatile>>,
 }
 
 /// A built rig; see the module docs.
@@ -148,6 +152,8 @@ pub struct Emulated {
     pg: Option<PgCluster>,
     power: Arc<PowerShared>,
     watcher: Option<JoinHandle<()>>,
+    /// The OCF resources' wrappers, run directories and loop device.
+    ocf: Option<OcfRig>,
     netns: Option<Netns>,
     faketime: bool,
     // Last: removed after every process and mount is gone.
@@ -171,6 +177,9 @@ impl Emulated {
                 "rig {:?} has a Catalog, whose PostgreSQL runs as the postgres user: run as root",
                 desc.name
             )));
+        }
+        if let Some(why) = super::ocf::unavailable(&desc, root) {
+            return Err(io::Error::other(why));
         }
         let faketime = Path::new(FAKETIME_LIB).exists();
         if !faketime {
@@ -204,6 +213,7 @@ impl Emulated {
             pg: None,
             power,
             watcher: None,
+            ocf: None,
             netns,
             faketime,
             desc,
@@ -303,6 +313,19 @@ impl Emulated {
         if self.desc.has_catalog() {
             let pg = PgCluster::start();
             self.pg = Some(pg);
+        }
+        self.ocf = OcfRig::build(
+            &self.desc,
+            &d,
+            self.netns.as_ref().map(|ns| ns.hosts.clone()),
+        )?;
+        if let Some(ocf) = &self.ocf {
+            let mut volatile = self
+                .power
+                .volatile
+                .lock()
+                .map_err(|_| io::Error::other("lock"))?;
+            *volatile = (0..n).map(|i| ocf.volatile(i)).collect();
         }
         for i in 0..n {
             let text = self.config_text(i, &script);
@@ -493,6 +516,11 @@ impl Emulated {
                         "type = \"vip\"\naddress = \"{address}\"\ninterface = \"hb0\"\n"
                     );
                 }
+                ResourceKind::Ocf(agent) => {
+                    if let Some(ocf) = &self.ocf {
+                        s.push_str(&ocf.config(&desc.hosts[me].name, &r.name, agent));
+                    }
+                }
                 ResourceKind::Pgsql => {
                     if let Some(pg) = &self.pg {
                         let [a, b] = desc.holders();
@@ -677,6 +705,9 @@ impl Emulated {
                     let _ = writeln!(script, "ip addr del {} dev hb0 2>/dev/null", q(address));
                 }
             }
+            if let Some(ocf) = &self.ocf {
+                script.push_str(&ocf.boot_lines(i));
+            }
             let _ = writeln!(
                 script,
                 "setsid {bin} run --log-json --node {name} --config {conf} >>{log} 2>>{err} </dev/null &\n\
@@ -770,6 +801,15 @@ impl Emulated {
                 ResourceKind::Vip { address } => {
                     let _ = write!(t, "kind = \"vip\"\naddress = {address:?}\n\n");
                 }
+                ResourceKind::Ocf(agent) => {
+                    let _ = write!(t, "kind = \"ocf\"\nagent = {:?}\n", agent.name());
+                    if let super::ocf::OcfAgent::IPaddr2 { address } = agent {
+                        let _ = writeln!(t, "address = {address:?}");
+                    }
+                    if let Some(ocf) = &self.ocf {
+                        let _ = write!(t, "check = {:?}\n\n", ocf.export_check(&r.name, agent));
+                    }
+                }
                 ResourceKind::Pgsql => {
                     let _ = write!(
                         t,
@@ -833,6 +873,9 @@ impl Emulated {
             )
             .as_bytes(),
         )?;
+        if let Some(ocf) = &self.ocf {
+            ocf.volatile(i).clear();
+        }
         for r in &self.desc.resources {
             let _ = fs::remove_file(self.dir.path().join(format!("{name}-{}.state", r.name)));
             if let (ResourceKind::Vip { address }, Some(ns)) = (&r.kind, &self.netns) {
@@ -904,6 +947,10 @@ impl Emulated {
                     (Some(pg), Some(node)) => pg.in_recovery(node) == Some(false),
                     _ => false,
                 },
+                ResourceKind::Ocf(agent) => self
+                    .ocf
+                    .as_ref()
+                    .is_some_and(|o| o.running(i, &r.name, agent)),
             };
             if on {
                 out.push(r.name.clone());
@@ -1250,6 +1297,9 @@ fn power_watcher(shared: &PowerShared) {
                 let on = fs::read_to_string(power).map_or(true, |t| t.trim() != "0");
                 if was_on[i] && !on {
                     kill_host(ns.as_deref(), datadir.as_deref());
+                    if let Some(v) = shared.volatile.lock().ok().and_then(|v| v.get(i).cloned()) {
+                        v.clear();
+                    }
                     shared.offs.fetch_add(1, Ordering::SeqCst);
                 }
                 was_on[i] = on;
@@ -1531,6 +1581,23 @@ impl super::Rig for Emulated {
     }
     fn set_clock_offset(&mut self, i: usize, seconds: i64) -> io::Result<()> {
         Emulated::set_clock_offset(self, i, seconds)
+    }
+    fn write_storage(&self, i: usize, text: &str) -> Result<usize, String> {
+        match &self.ocf {
+            Some(ocf) if self.powered(i) => ocf.write_storage(i, text),
+            _ => Ok(0),
+        }
+    }
+    fn read_storage(&self, i: usize) -> Vec<(String, Option<String>)> {
+        self.ocf
+            .as_ref()
+            .map(|o| {
+                o.read_storage(i)
+                    .into_iter()
+                    .map(|(d, t)| (d.display().to_string(), t))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

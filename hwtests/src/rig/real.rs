@@ -291,6 +291,10 @@ impl Real {
             ),
             // The description refuses a marker without `check` on a real rig.
             ResourceKind::Marker => "false".into(),
+            // And an OCF resource without a default check (a Filesystem without `directory`).
+            ResourceKind::Ocf(agent) => {
+                super::ocf::real_check(&r.name, agent).unwrap_or_else(|| "false".into())
+            }
         }
     }
 
