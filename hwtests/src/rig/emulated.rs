@@ -573,6 +573,16 @@ impl Emulated {
         &self.hosts[i].log
     }
 
+    /// The OCF resources' side of the rig, if the group has any.
+    pub fn ocf(&self) -> Option<&OcfRig> {
+        self.ocf.as_ref()
+    }
+
+    /// Host `i`'s BMC (IPMI over LAN on this machine's loopback), if it has one.
+    pub fn bmc_address(&self, i: usize) -> Option<SocketAddr> {
+        self.bmcs[i].as_ref().map(IpmiSim::address)
+    }
+
     /// The Catalog, if the rig has one.
     pub fn catalog(&self) -> Option<&PgCluster> {
         self.pg.as_ref()

@@ -444,7 +444,13 @@ esac
         }
     }
 
-    fn dummy_state(&self, host: &str, name: &str) -> PathBuf {
+    /// The loop device holding the Filesystems' image, if the group has a Filesystem.
+    pub fn device(&self) -> Option<&str> {
+        self.device.as_deref()
+    }
+
+    /// Host `host`'s state file for Dummy resource `name`.
+    pub fn dummy_state(&self, host: &str, name: &str) -> PathBuf {
         self.run_dir(host).join(format!("Dummy-{name}.state"))
     }
 

@@ -406,6 +406,10 @@ impl<R: Rig> Runner<R> {
                         self.rig.name(new_holder)
                     ));
                 }
+                self.say(format!(
+                    "{what}: write {want} made before the fault is on {} at {dir}",
+                    self.rig.name(new_holder)
+                ));
             }
         }
         self.epoch = epoch;
