@@ -159,3 +159,79 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
     assert!(text[0].1.is_some(), "the last write is gone: {text:?}");
     rig.check_journal().unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// The real-rig backend on the OCF rig, through the description [`Emulated::export_real`]
+/// writes: it sees the OCF resources only through their `check` lines run on the hosts (the
+/// mount point, the address on `hb0`, the Dummy's state file), and the boot script clears what
+/// a power cycle clears, so a lost holder is fenced and the group taken over exactly as on the
+/// emulated backend.
+#[test]
+fn the_real_backend_sees_ocf_resources_through_their_checks() {
+    if !nix::unistd::geteuid().is_root()
+        && skip("the real backend reaches the emulated hosts through their namespaces (root)")
+    {
+        return;
+    }
+    if !Path::new(HEARTBEAT).join("Filesystem").exists()
+        && skip(&format!(
+            "{HEARTBEAT} is missing (bash scripts/deps-resource.sh)"
+        ))
+    {
+        return;
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/ocf.toml");
+    let emulated = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
+    let exported = emulated.export_real().expect("export");
+    let desc = RigDesc::load(&exported).unwrap_or_else(|e| panic!("{e}"));
+    // The Filesystem and IPaddr2 leave their checks to the backend's defaults (the host's
+    // mount point, given with `{node}`; the address); the Dummy's state file is the rig's own.
+    let kinds: Vec<(String, bool)> = desc
+        .resources
+        .iter()
+        .map(|r| (format!("{:?}", r.kind), r.check.is_some()))
+        .collect();
+    let dir = emulated.dir().display().to_string();
+    assert_eq!(
+        kinds[..3],
+        [
+            (
+                format!("Ocf(Filesystem {{ directory: Some(\"{dir}/{{node}}-storage\") }})"),
+                false
+            ),
+            (
+                "Ocf(IPaddr2 { address: \"10.79.0.101/24\" })".to_owned(),
+                false
+            ),
+            ("Ocf(Dummy)".to_owned(), true)
+        ],
+        "{kinds:?}"
+    );
+    let real = hwtests::rig::real::Real::connect(desc).unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = Runner::start(real).unwrap_or_else(|e| panic!("{e}"));
+    for name in ["kill-holder", "switchover"] {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+    }
+    // The file written through the host's shell before each fault was read back on the new
+    // holder's mount point.
+    for name in ["kill-holder", "switchover"] {
+        assert!(
+            runner
+                .log
+                .iter()
+                .any(|l| l.starts_with(&format!("{name}: write "))
+                    && l.contains("made before the fault")),
+            "{name} checked no write on the filesystem: {:#?}",
+            runner.log
+        );
+    }
+    let holder = runner.holder();
+    let running = runner.rig.running(holder);
+    assert_eq!(
+        running,
+        ["storage", "service-ip", "token", "bacula-dir"],
+        "the holder's checks"
+    );
+    assert!(runner.rig.running(1 - holder).is_empty());
+    drop(runner);
+    drop(emulated);
+}

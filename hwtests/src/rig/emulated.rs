@@ -812,12 +812,8 @@ impl Emulated {
                     let _ = write!(t, "kind = \"vip\"\naddress = {address:?}\n\n");
                 }
                 ResourceKind::Ocf(agent) => {
-                    let _ = write!(t, "kind = \"ocf\"\nagent = {:?}\n", agent.name());
-                    if let super::ocf::OcfAgent::IPaddr2 { address } = agent {
-                        let _ = writeln!(t, "address = {address:?}");
-                    }
                     if let Some(ocf) = &self.ocf {
-                        let _ = write!(t, "check = {:?}\n\n", ocf.export_check(&r.name, agent));
+                        let _ = write!(t, "kind = \"ocf\"\n{}\n", ocf.export_keys(&r.name, agent));
                     }
                 }
                 ResourceKind::Pgsql => {

@@ -86,8 +86,9 @@ pub enum OcfAgent {
     },
     /// `Filesystem`: a block device mounted on a directory.
     Filesystem {
-        /// On a real rig, where the hosts mount it (the default `check` is `mountpoint -q`
-        /// on it); the emulated rig picks its own per host.
+        /// On a real rig, where the hosts mount it (`{node}` is a host's name): the default
+        /// `check` is `mountpoint -q` on it, and the scenarios write a file there. The emulated
+        /// rig picks its own per host.
         directory: Option<String>,
     },
 }
@@ -184,7 +185,8 @@ pub fn parse(
 }
 
 /// On a real rig, the default `check` of an OCF resource named `name` (a shell line on the
-/// host, 0 where it runs), or `None` where the description must give one.
+/// host, 0 where it runs; `{node}` stands for the host's name), or `None` where the
+/// description must give one.
 pub fn real_check(name: &str, agent: &OcfAgent) -> Option<String> {
     let q = super::real::quote;
     match agent {
@@ -518,19 +520,31 @@ esac
             .collect()
     }
 
-    /// For a real-rig description of this rig: the `check` line of OCF resource `name` (run in
-    /// the host's namespace with `WK_HOST` set).
-    pub fn export_check(&self, name: &str, agent: &OcfAgent) -> String {
-        let q = super::real::quote;
-        let d = format!("{}/", self.dir.display());
+    /// For a real-rig description of this rig: the keys of OCF resource `name` after `kind`,
+    /// leaving to the real backend's defaults what they get right (the address on an
+    /// interface, `mountpoint -q` on the host's mount point, given with `{node}`).
+    pub fn export_keys(&self, name: &str, agent: &OcfAgent) -> String {
+        let mut s = format!("agent = {:?}\n", agent.name());
         match agent {
-            OcfAgent::Dummy => format!("test -e {}\"$WK_HOST\"-run/Dummy-{name}.state", q(&d)),
-            OcfAgent::IPaddr2 { address } => format!(
-                "ip -o addr show dev hb0 | grep -qF {}",
-                q(&format!(" {address} "))
-            ),
-            OcfAgent::Filesystem { .. } => format!("mountpoint -q {}\"$WK_HOST\"-{name}", q(&d)),
+            OcfAgent::Dummy => {
+                let check = format!(
+                    "test -e {}",
+                    super::real::quote(&self.dummy_state("{node}", name).display().to_string())
+                );
+                let _ = writeln!(s, "check = {check:?}");
+            }
+            OcfAgent::IPaddr2 { address } => {
+                let _ = writeln!(s, "address = {address:?}");
+            }
+            OcfAgent::Filesystem { .. } => {
+                let _ = writeln!(
+                    s,
+                    "directory = {:?}",
+                    self.mount_point("{node}", name).display().to_string()
+                );
+            }
         }
+        s
     }
 
     /// For a real-rig description of this rig: the boot script's lines that clear what a power
