@@ -121,6 +121,11 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
 
     // A power-off through the holder's BMC clears what a power cycle clears: the mount is
     // detached, the address dropped, the Dummy's state gone; the standby takes over.
+    let before = rig.read_storage(holder);
+    assert!(
+        before.len() == 1 && before[0].1.as_deref() == Some("3"),
+        "the third write (partition's) on {h}: {before:?}"
+    );
     let bmc = rig.bmc_address(holder).expect("BMC");
     let out = Command::new("ipmitool")
         .args([
@@ -156,7 +161,11 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
     );
     let text = rig.read_storage(standby);
     assert_eq!(text.len(), 1, "{text:?}");
-    assert!(text[0].1.is_some(), "the last write is gone: {text:?}");
+    assert_eq!(text[0].1, before[0].1, "the last write on {s}");
+    assert_ne!(
+        text[0].0, before[0].0,
+        "{s} mounted it on its own mount point"
+    );
     rig.check_journal().unwrap_or_else(|e| panic!("{e}"));
 }
 
