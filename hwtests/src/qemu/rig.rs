@@ -127,6 +127,17 @@ impl QemuRig {
                 desc.name
             )));
         }
+        if let Some(r) = desc
+            .resources
+            .iter()
+            .find(|r| matches!(r.kind, ResourceKind::Ocf(_)))
+        {
+            return Err(io::Error::other(format!(
+                "rig {:?}: resource {:?} is an OCF agent: the QEMU guests have no resource-agents; \
+                 use marker and vip resources",
+                desc.name, r.name
+            )));
+        }
         if which("socat").is_none() {
             return Err(io::Error::other(
                 "socat is missing (the BMC's power hook talks QMP with it): run `bash scripts/deps-qemu.sh`",
@@ -737,7 +748,8 @@ impl QemuRig {
         for r in &desc.resources {
             let _ = write!(s, "\n[[resource]]\nname = \"{}\"\n", r.name);
             match &r.kind {
-                ResourceKind::Marker | ResourceKind::Pgsql => {
+                // `build` refuses OCF resources; a Catalog is refused too.
+                ResourceKind::Marker | ResourceKind::Pgsql | ResourceKind::Ocf(_) => {
                     let _ = write!(
                         s,
                         "type = \"script\"\n\

@@ -27,7 +27,12 @@
 //!
 //! [[resource]]              # the group, in start order
 //! name = "catalog"
-//! kind = "pgsql"            # marker | vip | pgsql
+//! kind = "pgsql"            # marker | vip | pgsql | ocf
+//!
+//! [[resource]]              # an OCF agent from resource-agents (see `rig::ocf`)
+//! name = "storage"
+//! kind = "ocf"
+//! agent = "Filesystem"      # Dummy | IPaddr2 (with `address`) | Filesystem
 //!
 //! [qemu]                    # optional, for `--backend qemu` only
 //! watchdog_timeout = "2s"   # each guest's i6300esb, whole seconds
@@ -168,6 +173,8 @@ pub enum ResourceKind {
     },
     /// The Catalog: a PostgreSQL primary on the holder, a streaming standby on the other host.
     Pgsql,
+    /// An OCF resource agent from resource-agents (`kind = "ocf"`, see `rig::ocf`).
+    Ocf(super::ocf::OcfAgent),
 }
 
 /// One host.
@@ -359,6 +366,8 @@ struct RawResource {
     name: String,
     kind: String,
     address: Option<String>,
+    agent: Option<String>,
+    directory: Option<String>,
     check: Option<String>,
     psql: Option<String>,
 }
@@ -552,7 +561,28 @@ impl RigDesc {
         }
         let mut resources = Vec::new();
         for (i, r) in raw.resource.iter().enumerate() {
+            if r.kind != "ocf" {
+                for (k, given) in [
+                    ("agent", r.agent.is_some()),
+                    ("directory", r.directory.is_some()),
+                ] {
+                    if given {
+                        return Err(bad(
+                            format!("resource[{i}].{k}"),
+                            "only an ocf resource has `agent` and `directory`".into(),
+                        ));
+                    }
+                }
+            }
             let kind = match (r.kind.as_str(), &r.address) {
+                ("ocf", _) => super::ocf::parse(
+                    r.agent.as_deref(),
+                    r.address.as_deref(),
+                    r.directory.as_deref(),
+                    real,
+                )
+                .map(ResourceKind::Ocf)
+                .map_err(|(key, message)| bad(format!("resource[{i}].{key}"), message))?,
                 ("marker", None) => ResourceKind::Marker,
                 ("pgsql", None) => ResourceKind::Pgsql,
                 ("vip", Some(a)) => {
@@ -578,14 +608,14 @@ impl RigDesc {
                 ("marker" | "pgsql", Some(_)) => {
                     return Err(bad(
                         format!("resource[{i}].address"),
-                        "only a vip has an address".into(),
+                        "only a vip (or an ocf IPaddr2) has an address".into(),
                     ))
                 }
                 (other, _) => {
                     return Err(bad(
                         format!("resource[{i}].kind"),
                         format!(
-                            "unknown kind {other:?}: expected \"marker\", \"vip\" or \"pgsql\""
+                            "unknown kind {other:?}: expected \"marker\", \"vip\", \"pgsql\" or \"ocf\""
                         ),
                     ))
                 }
@@ -604,6 +634,17 @@ impl RigDesc {
                      on the host running it, e.g. \"systemctl is-active --quiet bacula-dir\""
                         .into(),
                 ));
+            }
+            if let (true, ResourceKind::Ocf(agent), None) = (real, &kind, &r.check) {
+                if super::ocf::real_check(&r.name, agent).is_none() {
+                    return Err(bad(
+                        format!("resource[{i}].check"),
+                        "on a real rig an OCF Filesystem needs `directory` (checked with \
+                         `mountpoint -q`) or `check`, a shell line that succeeds on the host \
+                         that has it mounted"
+                            .into(),
+                    ));
+                }
             }
             if r.psql.is_some() && kind != ResourceKind::Pgsql {
                 return Err(bad(
@@ -674,9 +715,12 @@ impl RigDesc {
 
     /// Whether the rig needs network namespaces (a virtual IP needs a host of its own).
     pub fn needs_namespaces(&self) -> bool {
-        self.resources
-            .iter()
-            .any(|r| matches!(r.kind, ResourceKind::Vip { .. }))
+        self.resources.iter().any(|r| {
+            matches!(
+                r.kind,
+                ResourceKind::Vip { .. } | ResourceKind::Ocf(super::ocf::OcfAgent::IPaddr2 { .. })
+            )
+        })
     }
 
     /// Whether the rig has a Catalog.
@@ -898,6 +942,54 @@ address = "10.79.0.100/24"
         assert!(e.contains("line") && e.contains("fence"), "{e}");
     }
 
+    #[test]
+    fn ocf_resources_name_their_agent_and_keys() {
+        let ocf = GOOD.replace(
+            "name = \"storage\"\nkind = \"marker\"",
+            "name = \"storage\"\nkind = \"ocf\"\nagent = \"Filesystem\"",
+        );
+        let d = RigDesc::parse(Path::new("rig.toml"), &ocf).expect("parses");
+        assert_eq!(
+            d.resources[0].kind,
+            ResourceKind::Ocf(super::super::ocf::OcfAgent::Filesystem { directory: None })
+        );
+        let e = err(&ocf.replace("\"Filesystem\"", "\"Filesytem\""));
+        assert!(
+            e.starts_with("rig.toml: resource[0].agent: unknown OCF agent \"Filesytem\""),
+            "{e}"
+        );
+        let e = err(&ocf.replace("agent = \"Filesystem\"", "agent = \"IPaddr2\""));
+        assert!(
+            e.starts_with("rig.toml: resource[0].address: an IPaddr2"),
+            "{e}"
+        );
+        let e = err(&ocf.replace(
+            "agent = \"Filesystem\"",
+            "agent = \"Filesystem\"\ndirectory = \"/srv\"",
+        ));
+        assert!(
+            e.starts_with("rig.toml: resource[0].directory: is for backend = \"real\""),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("kind = \"marker\"", "kind = \"marker\"\nagent = \"Dummy\""));
+        assert!(
+            e.starts_with("rig.toml: resource[0].agent: only an ocf"),
+            "{e}"
+        );
+        // An IPaddr2 needs a namespace per host, as a vip does.
+        let ip = RigDesc::parse(
+            Path::new("rig.toml"),
+            &GOOD
+                .replace("kind = \"vip\"", "kind = \"ocf\"\nagent = \"IPaddr2\"")
+                .replace(
+                    "name = \"storage\"\nkind = \"marker\"",
+                    "name = \"storage\"\nkind = \"ocf\"\nagent = \"Dummy\"",
+                ),
+        )
+        .expect("parses");
+        assert!(ip.needs_namespaces());
+    }
+
     const REAL: &str = r#"
 name = "lab"
 backend = "real"
@@ -973,6 +1065,26 @@ kind = "pgsql"
         .expect_err("cut without mend")
         .to_string();
         assert!(e.contains("cable[0]: give both `cut` and `mend`"), "{e}");
+        // A real Filesystem is checked on its directory, or by the `check` given.
+        let fs = REAL.replace(
+            "name = \"catalog\"\nkind = \"pgsql\"",
+            "name = \"storage\"\nkind = \"ocf\"\nagent = \"Filesystem\"",
+        );
+        let e = RigDesc::parse(Path::new("lab.toml"), &fs)
+            .expect_err("no directory")
+            .to_string();
+        assert!(
+            e.starts_with("lab.toml: resource[1].check: on a real rig an OCF Filesystem"),
+            "{e}"
+        );
+        RigDesc::parse(
+            Path::new("lab.toml"),
+            &fs.replace(
+                "\"Filesystem\"",
+                "\"Filesystem\"\ndirectory = \"/srv/bacula\"",
+            ),
+        )
+        .expect("a directory is enough");
         // Real-rig keys on an emulated rig are refused, not ignored.
         let e = err(&GOOD.replace(
             "name = \"alpha\"\nfence",

@@ -48,9 +48,11 @@ use serde_json::Value;
 
 use super::desc::{ResourceKind, RigDesc};
 use super::fence::{FencePlant, PowerProbe, Switch};
+use super::ocf::{OcfRig, Volatile};
 use super::relay::{UdpRelay, Way};
 use crate::agent::{watchkeeper_bin, AgentProcess};
 use crate::cable::{Direction, PtyCable};
+use crate::ipmi_sim::IpmiSim;
 use crate::ipmi_sim::{DEFAULT_PASSWORD, DEFAULT_USER};
 use crate::netns::in_netns;
 use crate::pg::{live_postmaster, Node, PgCluster, PG_OS_USER, SUPERUSER_PASSWORD};
@@ -138,6 +140,9 @@ struct PowerShared {
     /// Per host, a file the watcher creates while the host has no power (what a real-rig
     /// description of this rig checks before it "reaches" the host).
     dark: Mutex<Vec<PathBuf>>,
+    /// Per host: what a power-off clears of its OCF resources (mounts, addresses, run
+    /// directory).
+    volatile: Mutex<Vec<Volatile>>,
 }
 
 /// A built rig; see the module docs.
@@ -154,6 +159,8 @@ pub struct Emulated {
     pg: Option<PgCluster>,
     power: Arc<PowerShared>,
     watcher: Option<JoinHandle<()>>,
+    /// The OCF resources' wrappers, run directories and loop device.
+    ocf: Option<OcfRig>,
     netns: Option<Netns>,
     faketime: bool,
     // Last: removed after every process and mount is gone.
@@ -177,6 +184,9 @@ impl Emulated {
                 "rig {:?} has a Catalog, whose PostgreSQL runs as the postgres user: run as root",
                 desc.name
             )));
+        }
+        if let Some(why) = super::ocf::unavailable(&desc, root) {
+            return Err(io::Error::other(why));
         }
         let faketime = Path::new(FAKETIME_LIB).exists();
         if !faketime {
@@ -209,6 +219,7 @@ impl Emulated {
             pg: None,
             power,
             watcher: None,
+            ocf: None,
             netns,
             faketime,
             desc,
@@ -287,6 +298,19 @@ impl Emulated {
         if self.desc.has_catalog() {
             let pg = PgCluster::start();
             self.pg = Some(pg);
+        }
+        self.ocf = OcfRig::build(
+            &self.desc,
+            &d,
+            self.netns.as_ref().map(|ns| ns.hosts.clone()),
+        )?;
+        if let Some(ocf) = &self.ocf {
+            let mut volatile = self
+                .power
+                .volatile
+                .lock()
+                .map_err(|_| io::Error::other("lock"))?;
+            *volatile = (0..n).map(|i| ocf.volatile(i)).collect();
         }
         for i in 0..n {
             let text = self.config_text(i, &script);
@@ -464,6 +488,11 @@ impl Emulated {
                         "type = \"vip\"\naddress = \"{address}\"\ninterface = \"hb0\"\n"
                     );
                 }
+                ResourceKind::Ocf(agent) => {
+                    if let Some(ocf) = &self.ocf {
+                        s.push_str(&ocf.config(&desc.hosts[me].name, &r.name, agent));
+                    }
+                }
                 ResourceKind::Pgsql => {
                     if let Some(pg) = &self.pg {
                         let [a, b] = desc.holders();
@@ -514,6 +543,19 @@ impl Emulated {
     /// Host `i`'s agent log (JSON lines).
     pub fn log(&self, i: usize) -> &Path {
         &self.hosts[i].log
+    }
+
+    /// The OCF resources' side of the rig, if the group has any.
+    pub fn ocf(&self) -> Option<&OcfRig> {
+        self.ocf.as_ref()
+    }
+
+    /// Host `i`'s IPMI BMC (on this machine's loopback), if one of its levels is IPMI.
+    pub fn bmc_address(&self, i: usize) -> Option<SocketAddr> {
+        self.fence
+            .devices(i)
+            .iter()
+            .find_map(|d| d.ipmi().map(IpmiSim::address))
     }
 
     /// The Catalog, if the rig has one.
@@ -656,6 +698,9 @@ impl Emulated {
                     let _ = writeln!(script, "ip addr del {} dev hb0 2>/dev/null", q(address));
                 }
             }
+            if let Some(ocf) = &self.ocf {
+                script.push_str(&ocf.boot_lines(i));
+            }
             let _ = writeln!(
                 script,
                 "setsid {bin} run --log-json --node {name} --config {conf} >>{log} 2>>{err} </dev/null &\n\
@@ -777,6 +822,11 @@ impl Emulated {
                 ResourceKind::Vip { address } => {
                     let _ = write!(t, "kind = \"vip\"\naddress = {address:?}\n\n");
                 }
+                ResourceKind::Ocf(agent) => {
+                    if let Some(ocf) = &self.ocf {
+                        let _ = write!(t, "kind = \"ocf\"\n{}\n", ocf.export_keys(&r.name, agent));
+                    }
+                }
                 ResourceKind::Pgsql => {
                     let _ = write!(
                         t,
@@ -840,6 +890,9 @@ impl Emulated {
             )
             .as_bytes(),
         )?;
+        if let Some(ocf) = &self.ocf {
+            ocf.volatile(i).clear();
+        }
         for r in &self.desc.resources {
             let _ = fs::remove_file(self.dir.path().join(format!("{name}-{}.state", r.name)));
             if let (ResourceKind::Vip { address }, Some(ns)) = (&r.kind, &self.netns) {
@@ -909,6 +962,10 @@ impl Emulated {
                     (Some(pg), Some(node)) => pg.in_recovery(node) == Some(false),
                     _ => false,
                 },
+                ResourceKind::Ocf(agent) => self
+                    .ocf
+                    .as_ref()
+                    .is_some_and(|o| o.running(i, &r.name, agent)),
             };
             if on {
                 out.push(r.name.clone());
@@ -1285,6 +1342,9 @@ fn power_watcher(shared: &PowerShared) {
                         let _ = fs::write(mark, "");
                     }
                     kill_host(ns.as_deref(), datadir.as_deref());
+                    if let Some(v) = shared.volatile.lock().ok().and_then(|v| v.get(i).cloned()) {
+                        v.clear();
+                    }
                     shared.offs.fetch_add(1, Ordering::SeqCst);
                 }
                 if !was_on[i] && on {
@@ -1576,6 +1636,23 @@ impl super::Rig for Emulated {
     }
     fn set_clock_offset(&mut self, i: usize, seconds: i64) -> io::Result<()> {
         Emulated::set_clock_offset(self, i, seconds)
+    }
+    fn write_storage(&self, i: usize, text: &str) -> Result<usize, String> {
+        match &self.ocf {
+            Some(ocf) if self.powered(i) => ocf.write_storage(i, text),
+            _ => Ok(0),
+        }
+    }
+    fn read_storage(&self, i: usize) -> Vec<(String, Option<String>)> {
+        self.ocf
+            .as_ref()
+            .map(|o| {
+                o.read_storage(i)
+                    .into_iter()
+                    .map(|(d, t)| (d.display().to_string(), t))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 

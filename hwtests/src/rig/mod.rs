@@ -19,6 +19,7 @@ use serde_json::Value;
 pub mod desc;
 pub mod emulated;
 pub mod fence;
+pub mod ocf;
 pub mod real;
 pub mod relay;
 pub mod scenario;
@@ -125,6 +126,17 @@ pub trait Rig {
     fn hang_stop(&mut self, i: usize, resource: &str, hang: bool) -> io::Result<()>;
     /// Steps host `i`'s wall clock by `seconds` from true time (0 puts it right).
     fn set_clock_offset(&mut self, i: usize, seconds: i64) -> io::Result<()>;
+    /// Writes `text` to one file on every filesystem of the group that host `i` has mounted,
+    /// flushed to the device; how many it wrote (0: the group has no filesystem there, or the
+    /// rig cannot reach it).
+    fn write_storage(&self, _i: usize, _text: &str) -> Result<usize, String> {
+        Ok(0)
+    }
+    /// That file on every filesystem of the group that host `i` has mounted: where, and its
+    /// text (`None` when it is missing).
+    fn read_storage(&self, _i: usize) -> Vec<(String, Option<String>)> {
+        Vec::new()
+    }
 }
 
 /// The error a rig returns for a fault it cannot inject.

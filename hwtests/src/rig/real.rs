@@ -291,6 +291,10 @@ impl Real {
             ),
             // The description refuses a marker without `check` on a real rig.
             ResourceKind::Marker => "false".into(),
+            // And an OCF resource without a default check (a Filesystem without `directory`).
+            ResourceKind::Ocf(agent) => {
+                super::ocf::real_check(&r.name, agent).unwrap_or_else(|| "false".into())
+            }
         }
     }
 
@@ -466,7 +470,7 @@ impl Rig for Real {
         for r in &self.desc.resources {
             script.push_str(&format!(
                 "if {} >/dev/null 2>&1; then echo {}; fi\n",
-                self.check_of(r),
+                self.check_of(r).replace("{node}", self.name(i)),
                 quote(&r.name)
             ));
         }
@@ -771,6 +775,73 @@ impl Rig for Real {
     fn set_clock_offset(&mut self, _: usize, _: i64) -> io::Result<()> {
         self.require("clock-jump")
     }
+
+    fn write_storage(&self, i: usize, text: &str) -> Result<usize, String> {
+        let mut n = 0;
+        for dir in self.storage_dirs(i) {
+            let line = storage_write_line(&dir, text);
+            let out = self.sh(i, &line).map_err(|e| e.to_string())?;
+            match out.status.code() {
+                Some(0) => n += 1,
+                Some(3) => {}
+                _ => {
+                    return Err(format!(
+                        "{line} on {}: {}",
+                        self.name(i),
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ))
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    fn read_storage(&self, i: usize) -> Vec<(String, Option<String>)> {
+        let mut seen = Vec::new();
+        for dir in self.storage_dirs(i) {
+            let line = format!(
+                "mountpoint -q {d} || exit 3; cat {d}/{f}",
+                d = quote(&dir),
+                f = super::ocf::STORAGE_FILE
+            );
+            match self.sh(i, &line) {
+                Ok(out) if out.status.code() == Some(3) => {}
+                Ok(out) if out.status.success() => {
+                    seen.push((dir, Some(String::from_utf8_lossy(&out.stdout).into_owned())))
+                }
+                _ => seen.push((dir, None)),
+            }
+        }
+        seen
+    }
+}
+
+impl Real {
+    /// Host `i`'s mount points of the group's OCF Filesystems that give a `directory`.
+    fn storage_dirs(&self, i: usize) -> Vec<String> {
+        self.desc
+            .resources
+            .iter()
+            .filter_map(|r| match &r.kind {
+                ResourceKind::Ocf(super::ocf::OcfAgent::Filesystem { directory: Some(d) }) => {
+                    Some(d.replace("{node}", self.name(i)))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A shell line writing `text` to the scenarios' file in `dir`, if `dir` is a mount point
+/// (else exit 3), flushed to the device with its directory before it is renamed into place.
+fn storage_write_line(dir: &str, text: &str) -> String {
+    let f = super::ocf::STORAGE_FILE;
+    format!(
+        "mountpoint -q {d} || exit 3; printf %s {t} > {d}/{f}.tmp && sync {d}/{f}.tmp && \
+         mv -f {d}/{f}.tmp {d}/{f} && sync {d}",
+        d = quote(dir),
+        t = quote(text),
+    )
 }
 
 #[cfg(test)]
@@ -787,6 +858,17 @@ mod tests {
             None
         );
         assert_eq!(parse_power("on or off"), None);
+    }
+
+    #[test]
+    fn the_storage_write_touches_only_a_mount_point() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().join("not mounted");
+        std::fs::create_dir(&d).expect("dir");
+        let line = storage_write_line(&d.display().to_string(), "7; echo hi");
+        let out = Command::new("sh").args(["-c", &line]).output().expect("sh");
+        assert_eq!(out.status.code(), Some(3), "{out:?}");
+        assert_eq!(std::fs::read_dir(&d).expect("read").count(), 0);
     }
 
     #[test]

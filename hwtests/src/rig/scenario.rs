@@ -5,12 +5,13 @@
 //! until the cluster is whole again. The invariants, on every poll:
 //!
 //! - never two holders, judged from the resources themselves (marker files, who has the virtual
-//!   IP, which PostgreSQL accepts writes) among hosts with power: a host whose BMC reports it
-//!   off is not counted, as on real hardware it is dark;
+//!   IP, which PostgreSQL accepts writes, where the filesystem is mounted) among hosts with
+//!   power: a host whose BMC reports it off is not counted, as on real hardware it is dark;
 //! - no takeover before a confirmed fence: a survivor starts nothing while the old holder's BMC
 //!   still reports power on;
 //! - the epoch never goes back, and grows with every change of holder;
-//! - rows written to the Catalog (and replicated) before a failure are there after it.
+//! - rows written to the Catalog (and replicated) before a failure are there after it, and so
+//!   is a file written (and flushed) on the group's filesystems.
 //!
 //! `chaos` runs random faults in sequence from a printed seed, so a failing run can be replayed.
 
@@ -66,6 +67,8 @@ pub struct Runner<R: Rig> {
     holder: usize,
     epoch: u64,
     rows: u64,
+    /// Writes made to the group's filesystems (each the next count, in one file).
+    writes: u64,
     /// One line per step, also printed.
     pub log: Vec<String>,
     /// Failover times measured so far.
@@ -192,6 +195,7 @@ impl<R: Rig> Runner<R> {
             holder,
             epoch: 0,
             rows: 0,
+            writes: 0,
             log: Vec::new(),
             timings: Vec::new(),
         };
@@ -330,8 +334,17 @@ impl<R: Rig> Runner<R> {
         })
     }
 
-    /// Writes a row on the Catalog's primary and waits until the standby has it.
+    /// Writes a row on the Catalog's primary and waits until the standby has it, and the
+    /// next count into a file on the group's filesystems.
     fn write_row(&mut self) -> Result<(), Failed> {
+        let n = self.writes + 1;
+        let wrote = self
+            .rig
+            .write_storage(self.holder, &n.to_string())
+            .map_err(|e| Failed(format!("write on the group's filesystem: {e}")))?;
+        if wrote > 0 {
+            self.writes = n;
+        }
         if !self.rig.desc().has_catalog() {
             return Ok(());
         }
@@ -377,6 +390,28 @@ impl<R: Rig> Runner<R> {
                     "{what}: {} rows written before, {} after",
                     self.rows,
                     count.trim()
+                ));
+            }
+        }
+        if self.writes > 0 {
+            let want = self.writes.to_string();
+            let seen = self.rig.read_storage(new_holder);
+            if seen.is_empty() {
+                return fail(format!(
+                    "{what}: {} holds the group but has no filesystem of it mounted",
+                    self.rig.name(new_holder)
+                ));
+            }
+            for (dir, text) in seen {
+                if text.as_deref() != Some(want.as_str()) {
+                    return fail(format!(
+                        "{what}: {dir} on {} has {text:?}, written before the fault: {want:?}",
+                        self.rig.name(new_holder)
+                    ));
+                }
+                self.say(format!(
+                    "{what}: write {want} made before the fault is on {} at {dir}",
+                    self.rig.name(new_holder)
                 ));
             }
         }
