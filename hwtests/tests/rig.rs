@@ -164,13 +164,9 @@ fn chaos_on_the_rig() {
     runner.chaos(seed, faults).unwrap_or_else(|e| panic!("{e}"));
 }
 
-/// The real-rig backend, pointed at this machine's emulated hosts through the description
-/// [`Emulated::export_real`] writes: it reaches them only by the commands a real rig's
-/// description gives (`nsenter` for `ssh`, `ipmitool` against the BMCs, a boot script for the
-/// unit), and must fail over, fence and rejoin exactly as the emulated backend does, with the
-/// group placed from the agents' own logs. Faults it has no means for are declined by name.
-#[test]
-fn the_real_backend_drives_hosts_only_through_their_commands() {
+/// The shipped rig `file` built here and exported as a real-rig description (its path), or
+/// `None` when not root: the real backend reaches the emulated hosts through their namespaces.
+fn exported(file: &str) -> Option<(Emulated, std::path::PathBuf)> {
     if !nix::unistd::geteuid().is_root() {
         assert_ne!(
             std::env::var("CI").as_deref(),
@@ -180,11 +176,26 @@ fn the_real_backend_drives_hosts_only_through_their_commands() {
         eprintln!(
             "SKIPPED: the real backend reaches the emulated hosts through their namespaces (root)"
         );
-        return;
+        return None;
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/pair.toml");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("rigs")
+        .join(file);
     let emulated = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
     let exported = emulated.export_real().expect("export");
+    Some((emulated, exported))
+}
+
+/// The real-rig backend, pointed at this machine's emulated hosts through the description
+/// [`Emulated::export_real`] writes: it reaches them only by the commands a real rig's
+/// description gives (`nsenter` for `ssh`, `ipmitool` against the BMCs, a boot script for the
+/// unit), and must fail over, fence and rejoin exactly as the emulated backend does, with the
+/// group placed from the agents' own logs. Faults it has no means for are declined by name.
+#[test]
+fn the_real_backend_drives_hosts_only_through_their_commands() {
+    let Some((emulated, exported)) = exported("pair.toml") else {
+        return;
+    };
     let desc = RigDesc::load(&exported).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(desc.backend, hwtests::rig::desc::Backend::Real);
     let real = hwtests::rig::real::Real::connect(desc).unwrap_or_else(|e| panic!("{e}"));
@@ -224,20 +235,9 @@ fn the_real_backend_drives_hosts_only_through_their_commands() {
 /// outlet), and the backend sees the fence and reboots the host through it.
 #[test]
 fn the_real_backend_powers_hosts_through_every_kind_of_device() {
-    if !nix::unistd::geteuid().is_root() {
-        assert_ne!(
-            std::env::var("CI").as_deref(),
-            Ok("true"),
-            "CI runs as root: the real backend must be tested there"
-        );
-        eprintln!(
-            "SKIPPED: the real backend reaches the emulated hosts through their namespaces (root)"
-        );
+    let Some((_emulated, exported)) = exported("mixed.toml") else {
         return;
-    }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/mixed.toml");
-    let emulated = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
-    let exported = emulated.export_real().expect("export");
+    };
     let desc = RigDesc::load(&exported).unwrap_or_else(|e| panic!("{e}"));
     let text = std::fs::read_to_string(&exported).expect("exported description");
     assert!(text.contains("fence = [\"redfish\", \"modbus\"]"), "{text}");

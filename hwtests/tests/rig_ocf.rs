@@ -10,7 +10,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hwtests::ipmi_sim::{DEFAULT_PASSWORD, DEFAULT_USER};
 use hwtests::rig::desc::RigDesc;
@@ -29,16 +29,20 @@ fn skip(why: &str) -> bool {
     true
 }
 
-fn wait(rig: &Emulated, timeout: Duration, pred: impl Fn(&Emulated) -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if pred(rig) {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Runs `names` in turn and checks that after each the new holder's filesystem had the write
+/// made before the fault.
+fn run_finding_writes<R: hwtests::rig::Rig>(runner: &mut Runner<R>, names: &[&str]) {
+    for name in names {
+        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            runner
+                .log
+                .iter()
+                .any(|l| l.starts_with(&format!("{name}: write "))
+                    && l.contains("made before the fault")),
+            "{name} checked no write on the filesystem: {:#?}",
+            runner.log
+        );
     }
 }
 
@@ -59,21 +63,8 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("rigs/ocf.toml");
     let rig = Emulated::build(RigDesc::load(&path).expect("rig description")).expect("rig");
     let mut runner = Runner::start(rig).unwrap_or_else(|e| panic!("{e}"));
-    for name in ["kill-holder", "switchover", "partition"] {
-        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
-    }
-    // Each failover found the write made before it on the filesystem the new holder mounted.
-    for name in ["kill-holder", "switchover", "partition"] {
-        assert!(
-            runner
-                .log
-                .iter()
-                .any(|l| l.starts_with(&format!("{name}: write "))
-                    && l.contains("made before the fault")),
-            "{name} checked no write on the filesystem: {:#?}",
-            runner.log
-        );
-    }
+    // Each failover finds the write made before it on the filesystem the new holder mounted.
+    run_finding_writes(&mut runner, &["kill-holder", "switchover", "partition"]);
     let holder = runner.holder();
     let standby = 1 - holder;
     let rig = &runner.rig;
@@ -144,7 +135,7 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
         .expect("ipmitool");
     assert!(out.status.success(), "ipmitool: {out:?}");
     assert!(
-        wait(rig, Duration::from_secs(5), |r| !r.powered(holder)
+        rig.wait(Duration::from_secs(5), |r| !r.powered(holder)
             && r.running(holder).iter().all(|n| n == "bacula-dir")),
         "{h} powered={} still runs {:?}",
         rig.powered(holder),
@@ -155,7 +146,7 @@ fn ocf_agents_fail_over_whole_and_the_filesystem_keeps_what_was_written() {
         "the Dummy's state outlived the power"
     );
     assert!(
-        wait(rig, Duration::from_secs(30), |r| r.holds_all(standby)),
+        rig.wait(Duration::from_secs(30), |r| r.holds_all(standby)),
         "{s} did not take over: runs {:?}",
         rig.running(standby)
     );
@@ -217,22 +208,9 @@ fn the_real_backend_sees_ocf_resources_through_their_checks() {
     );
     let real = hwtests::rig::real::Real::connect(desc).unwrap_or_else(|e| panic!("{e}"));
     let mut runner = Runner::start(real).unwrap_or_else(|e| panic!("{e}"));
-    for name in ["kill-holder", "switchover"] {
-        runner.run(name).unwrap_or_else(|e| panic!("{e}"));
-    }
-    // The file written through the host's shell before each fault was read back on the new
+    // The file written through the host's shell before each fault is read back on the new
     // holder's mount point.
-    for name in ["kill-holder", "switchover"] {
-        assert!(
-            runner
-                .log
-                .iter()
-                .any(|l| l.starts_with(&format!("{name}: write "))
-                    && l.contains("made before the fault")),
-            "{name} checked no write on the filesystem: {:#?}",
-            runner.log
-        );
-    }
+    run_finding_writes(&mut runner, &["kill-holder", "switchover"]);
     let holder = runner.holder();
     let running = runner.rig.running(holder);
     assert_eq!(

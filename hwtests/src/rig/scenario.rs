@@ -476,17 +476,7 @@ impl<R: Rig> Runner<R> {
             .signal(victim, signal)
             .map_err(|e| Failed(e.to_string()))?;
         // No takeover before the fence: while the victim has power, the survivor runs nothing.
-        let took = self.watch(what, WAIT, |r| {
-            !r.running(survivor).is_empty() || !r.powered_now(victim)
-        })?;
-        if self.started_with_power_on(survivor, victim) {
-            return fail(format!(
-                "{what}: {} started {:?} before {} was fenced",
-                self.rig.name(survivor),
-                self.rig.running(survivor),
-                self.rig.name(victim)
-            ));
-        }
+        let took = self.no_start_before_fence(what, survivor, victim)?;
         self.watch(what, WAIT, |r| r.holds_all(survivor))?;
         let total = t0.elapsed();
         self.check_after(what, survivor)?;
@@ -712,17 +702,7 @@ impl<R: Rig> Runner<R> {
         self.rig.cut_bmc(victim, true).map_err(fault_error)?;
         let at = unix_now();
         self.rig.kill(victim).map_err(|e| Failed(e.to_string()))?;
-        let took = self.watch(what, WAIT, |r| {
-            !r.running(survivor).is_empty() || !r.powered_now(victim)
-        })?;
-        if self.started_with_power_on(survivor, victim) {
-            return fail(format!(
-                "{what}: {} started {:?} before {} was fenced",
-                self.rig.name(survivor),
-                self.rig.running(survivor),
-                self.rig.name(victim)
-            ));
-        }
+        let took = self.no_start_before_fence(what, survivor, victim)?;
         self.watch(what, WAIT, |r| !r.powered(victim) && r.holds_all(survivor))?;
         if let Some(levels) = self.rig.levels_off_since(victim, at) {
             if levels.first().is_none_or(|&l| l == 0) {
@@ -826,6 +806,28 @@ impl<R: Rig> Runner<R> {
             .rev()
             .find(|r| r.kind == super::desc::ResourceKind::Marker)
             .map(|r| r.name.clone())
+    }
+
+    /// Waits until `survivor` starts something or `victim` loses power, and fails if the
+    /// survivor started while the victim still had power; how long that took.
+    fn no_start_before_fence(
+        &self,
+        what: &str,
+        survivor: usize,
+        victim: usize,
+    ) -> Result<Duration, Failed> {
+        let took = self.watch(what, WAIT, |r| {
+            !r.running(survivor).is_empty() || !r.powered_now(victim)
+        })?;
+        if self.started_with_power_on(survivor, victim) {
+            return fail(format!(
+                "{what}: {} started {:?} before {} was fenced",
+                self.rig.name(survivor),
+                self.rig.running(survivor),
+                self.rig.name(victim)
+            ));
+        }
+        Ok(took)
     }
 
     /// Whether `survivor` runs resources while `victim` still has power: read in that order,
