@@ -857,6 +857,7 @@ impl<R: Rig> Runner<R> {
     /// A switchover to a standby whose last resource will not start: the group must end up
     /// running whole on one host, never half on each.
     fn start_failure(&mut self, what: &str) -> Result<(), Failed> {
+        let asked = unix_now();
         let (h, s, res, out) =
             self.switchover_with(|rig, _, s, res| rig.refuse_start(s, res, true))?;
         self.say(format!(
@@ -864,9 +865,16 @@ impl<R: Rig> Runner<R> {
             self.rig.name(s),
             String::from_utf8_lossy(&out.stdout).trim()
         ));
+        // The switchover has run its course once the group is whole on the standby, or whole
+        // again on the holder after starting there anew: right after the command the holder
+        // still runs it all, which says nothing yet.
+        let first = self.rig.desc().resources[0].name.clone();
         self.watch(what, WAIT, |r| {
-            let whole: Vec<usize> = [h, s].into_iter().filter(|&i| r.holds_all(i)).collect();
-            whole.len() == 1
+            let (on_h, on_s) = (r.holds_all(h), r.holds_all(s));
+            (on_s && !on_h)
+                || (on_h
+                    && !on_s
+                    && r.start_times(h, &first).iter().any(|&t| t > asked))
         })?;
         let winner = if self.rig.holds_all(h) { h } else { s };
         self.check_after(what, winner)?;
