@@ -216,6 +216,10 @@ pub enum Command {
         /// Keep the temporary directory (configuration, logs, state) at the end.
         #[arg(long)]
         keep: bool,
+        /// Keep every node on 127.0.0.1 even as root (as root each node otherwise gets a
+        /// network namespace of its own).
+        #[arg(long)]
+        loopback: bool,
     },
     /// The hardware watchdog: list devices, or test that it resets this host.
     Watchdog {
@@ -338,10 +342,12 @@ pub fn main(cli: Cli) -> u8 {
             witness,
             script,
             keep,
+            loopback,
         } => crate::demo::run(crate::demo::DemoArgs {
             witness,
             script,
             keep,
+            loopback,
         }),
         Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
         Command::History {

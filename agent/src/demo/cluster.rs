@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
 use super::cable::Cable;
+use super::netns::{DemoNet, SWITCH_ADDRESS};
 use super::pdu::{Pdu, PowerEvent};
 
 /// What can go wrong setting up or running the demo's cluster.
@@ -57,6 +58,9 @@ pub(crate) enum ClusterError {
     /// The simulated PDU could not start.
     #[error(transparent)]
     Pdu(#[from] super::pdu::PduError),
+    /// A socket in the demo's switch namespace could not be opened.
+    #[error(transparent)]
+    Net(#[from] super::netns::NetError),
 }
 
 /// How the resource group is made.
@@ -124,6 +128,8 @@ pub(crate) struct Options {
     pub(crate) witness: bool,
     /// Keep the directory at the end.
     pub(crate) keep: bool,
+    /// Stay on 127.0.0.1 even as root (no network namespaces).
+    pub(crate) loopback: bool,
 }
 
 /// The whole demo cluster.
@@ -143,8 +149,13 @@ pub(crate) struct Cluster {
     pub(crate) cable_error: Option<String>,
     /// How the resource group is made.
     pub(crate) group: GroupKind,
-    /// UDP ports of the lan0 link, per node.
-    pub(crate) ports: Vec<u16>,
+    /// Addresses of the lan0 link, per node.
+    pub(crate) lan: Vec<std::net::SocketAddr>,
+    /// The nodes' network namespaces, when the demo made them (root); dropped after the
+    /// agents, which ends them.
+    pub(crate) net: Option<DemoNet>,
+    /// Where the nodes' network is, in words (namespaces, or why loopback).
+    pub(crate) network: String,
     /// Agent log events.
     pub(crate) events: mpsc::Receiver<LogEvent>,
     /// PDU writes.
@@ -182,23 +193,40 @@ impl Cluster {
             Err(e) => (None, Some(e.to_string())),
         };
         let (power_tx, power) = mpsc::channel(POWER_EVENTS);
-        let pdu = Pdu::start(2, power_tx).await?;
-        let group = if Path::new(DUMMY).exists() {
-            GroupKind::Ocf
-        } else {
-            GroupKind::Script
-        };
         let names: &[&'static str] = if options.witness {
             &["alpha", "beta", "gamma"]
         } else {
             &["alpha", "beta"]
         };
-        let ports = names
-            .iter()
-            .map(|_| free_udp_port(&dir))
-            .collect::<Result<Vec<_>, _>>()?;
+        let (net, network) = network(&dir, names, options.loopback);
+        let pdu = match &net {
+            Some(net) => {
+                let listener =
+                    net.in_switch(|| std::net::TcpListener::bind((SWITCH_ADDRESS, 0)))?;
+                Pdu::start_on(listener, 2, power_tx)?
+            }
+            None => Pdu::start(2, power_tx).await?,
+        };
+        let group = if Path::new(DUMMY).exists() {
+            GroupKind::Ocf
+        } else {
+            GroupKind::Script
+        };
+        let lan = match &net {
+            // Each node has an address of its own: the production port will do.
+            Some(_) => (0..names.len())
+                .map(|i| std::net::SocketAddr::from((DemoNet::node_address(i), LAN_PORT)))
+                .collect(),
+            None => names
+                .iter()
+                .map(|_| {
+                    free_udp_port(&dir)
+                        .map(|p| std::net::SocketAddr::from((std::net::Ipv4Addr::LOCALHOST, p)))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        };
         let config = dir.join("watchkeeper.toml");
-        let text = config_text(&dir, names, &ports, cable.is_some(), pdu.address(), group);
+        let text = config_text(&dir, names, &lan, cable.is_some(), pdu.address(), group);
         write_file(&config, &text, 0o644)?;
         crate::config::load(&config).map_err(|e| ClusterError::Config(e.to_string()))?;
         let nodes = names
@@ -222,7 +250,9 @@ impl Cluster {
             cable,
             cable_error,
             group,
-            ports,
+            lan,
+            net,
+            network,
             events,
             power,
             events_tx,
@@ -249,7 +279,19 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("{}.stderr", node.name)))
             .map_err(spawn)?;
-        let mut child = Command::new(&self.exe)
+        // In its namespace, through nsenter, which enters it and then becomes the agent: the
+        // pid the demo knows is the agent's.
+        let mut command = match self.net.as_ref().and_then(|n| n.node_ns_path(i)) {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("--")
+                    .arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
+        let mut child = command
             .args(["run", "--log-json", "--node", node.name, "--config"])
             .arg(&self.config)
             // The demo relies on the info-level events: a RUST_LOG of the caller must not hide
@@ -269,6 +311,24 @@ impl Cluster {
         node.pid = child.id();
         node.child = Some(child);
         Ok(node.pid)
+    }
+
+    /// A TCP connection from the demo to `address` on the nodes' network: from inside the
+    /// switch's namespace when the nodes have their own, where the fence devices are.
+    pub(crate) async fn connect(
+        &self,
+        address: std::net::SocketAddr,
+    ) -> std::io::Result<tokio::net::TcpStream> {
+        match &self.net {
+            Some(net) => {
+                let stream = net
+                    .in_switch(|| std::net::TcpStream::connect_timeout(&address, CONNECT_WAIT))
+                    .map_err(std::io::Error::other)?;
+                stream.set_nonblocking(true)?;
+                tokio::net::TcpStream::from_std(stream)
+            }
+            None => tokio::net::TcpStream::connect(address).await,
+        }
     }
 
     /// SIGKILLs node `i`'s agent and reaps it; returns the pid it had.
@@ -413,6 +473,42 @@ fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), ClusterError> {
         })
 }
 
+/// The nodes' network namespaces when the demo may make them (root, not `--loopback`), and
+/// the line saying where the network is.
+fn network(dir: &Path, names: &[&str], loopback: bool) -> (Option<DemoNet>, String) {
+    if loopback {
+        return (None, "127.0.0.1 (--loopback)".into());
+    }
+    if !super::netns::available() {
+        return (
+            None,
+            "127.0.0.1 (run as root for a network namespace per node)".into(),
+        );
+    }
+    // Unique to this run: the pid and the directory's random tag.
+    let tag: String = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().replace("wk-demo-", "").replace('-', ""))
+        .unwrap_or_default();
+    match DemoNet::create(&tag, names) {
+        Ok(net) => {
+            let line = format!(
+                "a network namespace per node ({}), on a bridge in {}; fence devices at {SWITCH_ADDRESS}",
+                (0..names.len())
+                    .filter_map(|i| net.node_ns(i).map(|ns| format!(
+                        "{ns} {}",
+                        DemoNet::node_address(i)
+                    )))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                net.names().last().copied().unwrap_or_default()
+            );
+            (Some(net), line)
+        }
+        Err(e) => (None, format!("127.0.0.1 (no network namespaces: {e})")),
+    }
+}
+
 /// A UDP port free now on 127.0.0.1. Another process could take it before the agent binds it;
 /// the agent then refuses to start and says so, which on a demo machine is rare enough.
 fn free_udp_port(dir: &Path) -> Result<u16, ClusterError> {
@@ -430,7 +526,7 @@ fn free_udp_port(dir: &Path) -> Result<u16, ClusterError> {
 fn config_text(
     dir: &Path,
     names: &[&str],
-    ports: &[u16],
+    lan: &[std::net::SocketAddr],
     serial: bool,
     pdu: std::net::SocketAddr,
     group: GroupKind,
@@ -449,11 +545,11 @@ fn config_text(
         s.push_str("\n[[link]]\nname = \"serial0\"\nkind = \"serial\"\n");
     }
     s.push_str("\n[[link]]\nname = \"lan0\"\nkind = \"udp\"\n");
-    for (i, (name, port)) in names.iter().zip(ports).enumerate() {
+    for (i, (name, address)) in names.iter().zip(lan).enumerate() {
         let _ = write!(
             s,
             "\n[[node]]\nid = {}\nname = \"{name}\"\ncontrol_socket = \"{d}/{name}.sock\"\n\
-             state_dir = \"{d}/{name}-state\"\nlinks.lan0 = {{ address = \"127.0.0.1:{port}\" }}\n",
+             state_dir = \"{d}/{name}-state\"\nlinks.lan0 = {{ address = \"{address}\" }}\n",
             i + 1
         );
         if i < 2 {
@@ -500,6 +596,10 @@ fn config_text(
 pub(crate) const GROUP: [&str; 3] = ["storage", "catalog", "director"];
 /// Debian's OCF Dummy agent; without it the group is made of scripts.
 pub(crate) const DUMMY: &str = "/usr/lib/ocf/resource.d/heartbeat/Dummy";
+/// How long the demo waits to connect to a simulated device.
+const CONNECT_WAIT: Duration = Duration::from_secs(2);
+/// The lan0 port when each node has a namespace, and so an address, of its own.
+const LAN_PORT: u16 = 5405;
 /// Heartbeat interval: the production default.
 pub(crate) const HEARTBEAT_MS: u64 = 100;
 /// Deadtime: five heartbeats, short enough that detection is visible as a fraction of a second
@@ -550,7 +650,10 @@ mod tests {
             for serial in [true, false] {
                 for group in [GroupKind::Ocf, GroupKind::Script] {
                     let path = dir.join(format!("{i}-{serial}-{group:?}.toml"));
-                    let text = config_text(&dir, names, &[1, 2, 3], serial, pdu, group);
+                    let lan: Vec<std::net::SocketAddr> = (0..3)
+                        .map(|i| std::net::SocketAddr::from((DemoNet::node_address(i), 5405)))
+                        .collect();
+                    let text = config_text(&dir, names, &lan, serial, pdu, group);
                     write_file(&path, &text, 0o644).expect("write");
                     let config =
                         crate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));

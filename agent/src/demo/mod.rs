@@ -18,13 +18,16 @@
 //!   survivor's fence really ends the node, and "power on" really boots it.
 //! - Every process the demo starts is stopped when it ends, however it ends (finished, failed,
 //!   Ctrl-C): SIGTERM, SIGKILL after a bounded wait, reaped. The temporary directory is removed
-//!   unless `--keep`. Only 127.0.0.1 is used.
+//!   unless `--keep`. Without root only 127.0.0.1 is used; as root (unless `--loopback`) each
+//!   node is a network namespace of its own on a bridge the demo makes (see `netns`), and the
+//!   namespaces are deleted at the end.
 //! - `--script` (the default when stdin is not a terminal) runs the failover once and exits 0
 //!   after a summary, or 1 naming the step that did not happen in time; it prints
 //!   `started NODE pid N` for every process, so a test can check none is left.
 
 mod cable;
 mod cluster;
+mod netns;
 mod pdu;
 mod view;
 
@@ -77,6 +80,8 @@ pub struct DemoArgs {
     pub script: bool,
     /// Keep the temporary directory (configuration, logs, state) at the end.
     pub keep: bool,
+    /// Stay on 127.0.0.1 even as root.
+    pub loopback: bool,
 }
 
 /// Runs the demo; returns the process exit code.
@@ -102,6 +107,7 @@ async fn main(args: DemoArgs) -> u8 {
     let mut cluster = match Cluster::create(Options {
         witness: args.witness,
         keep: args.keep,
+        loopback: args.loopback,
     })
     .await
     {
@@ -166,16 +172,17 @@ fn header(c: &Cluster, screen: &mut Screen, interactive: bool) {
         names.join(", ")
     ));
     screen.plain(&format!("  directory  {}", c.dir.display()));
-    let udp: Vec<String> = c.ports.iter().map(|p| format!(":{p}")).collect();
+    screen.plain(&format!("  network    {}", c.network));
+    let udp: Vec<String> = c.lan.iter().map(ToString::to_string).collect();
     match (&c.cable, &c.cable_error) {
         (Some(cable), _) => screen.plain(&format!(
-            "  links      serial0: pty null-modem cable {} <-> {} relayed by the demo; lan0: UDP 127.0.0.1 {}",
+            "  links      serial0: pty null-modem cable {} <-> {} relayed by the demo; lan0: UDP {}",
             file_name(&cable.paths()[0]),
             file_name(&cable.paths()[1]),
             udp.join(" ")
         )),
         (None, why) => screen.plain(&format!(
-            "  links      lan0: UDP 127.0.0.1 {} (no serial cable: {})",
+            "  links      lan0: UDP {} (no serial cable: {})",
             udp.join(" "),
             why.as_deref().unwrap_or("no pty")
         )),
@@ -390,9 +397,8 @@ impl<'a> Demo<'a> {
         let address = self.c.pdu.address();
         let asked = Instant::now();
         let written = tokio::time::timeout(MODBUS_WAIT, async {
-            let mut ctx = tokio_modbus::client::tcp::connect(address)
-                .await
-                .map_err(|e| e.to_string())?;
+            let stream = self.c.connect(address).await.map_err(|e| e.to_string())?;
+            let mut ctx = tokio_modbus::client::tcp::attach(stream);
             match ctx.write_single_coil(outlet, true).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(exception)) => Err(format!("exception {exception}")),

@@ -75,6 +75,36 @@ impl Pdu {
             source,
         };
         let listener = TcpListener::bind(LISTEN).await.map_err(listen)?;
+        Self::serve(listener, outlets, events)
+    }
+
+    /// As [`Pdu::start`], on a socket already listening (in the demo's switch namespace).
+    pub(crate) fn start_on(
+        listener: std::net::TcpListener,
+        outlets: u16,
+        events: mpsc::Sender<PowerEvent>,
+    ) -> Result<Self, PduError> {
+        let address = listener
+            .local_addr()
+            .map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        let listen = |source| PduError::Listen {
+            address: address.clone(),
+            source,
+        };
+        listener.set_nonblocking(true).map_err(&listen)?;
+        let listener = TcpListener::from_std(listener).map_err(&listen)?;
+        Self::serve(listener, outlets, events)
+    }
+
+    fn serve(
+        listener: TcpListener,
+        outlets: u16,
+        events: mpsc::Sender<PowerEvent>,
+    ) -> Result<Self, PduError> {
+        let listen = |source| PduError::Listen {
+            address: LISTEN.to_owned(),
+            source,
+        };
         let address = listener.local_addr().map_err(listen)?;
         let shared = Arc::new(Shared::new(outlets, events));
         let service = PduService {

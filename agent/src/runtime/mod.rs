@@ -579,7 +579,9 @@ pub async fn run(resources: Resources, mut shutdown: watch::Receiver<bool>) {
         r.shutdown().await;
     }
     // Unfences and resource actions under way are finished (each is bounded by its timeout)
-    // so that their outcome reaches the ledger and the log.
+    // so that their outcome reaches the ledger and the log. The ownership-record writer ends
+    // once its queue is closed, after writing what is queued.
+    driver.persist_tx = None;
     let finish = async {
         while unfences.join_next().await.is_some() {}
         while driver.tasks.join_next().await.is_some() {}

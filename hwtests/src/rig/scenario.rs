@@ -872,9 +872,7 @@ impl<R: Rig> Runner<R> {
         self.watch(what, WAIT, |r| {
             let (on_h, on_s) = (r.holds_all(h), r.holds_all(s));
             (on_s && !on_h)
-                || (on_h
-                    && !on_s
-                    && r.start_times(h, &first).iter().any(|&t| t > asked))
+                || (on_h && !on_s && r.start_times(h, &first).iter().any(|&t| t > asked))
         })?;
         let winner = if self.rig.holds_all(h) { h } else { s };
         self.check_after(what, winner)?;
