@@ -23,6 +23,7 @@
 //!   after a summary, or 1 naming the step that did not happen in time; it prints
 //!   `started NODE pid N` for every process, so a test can check none is left.
 
+mod bmc;
 mod cable;
 mod cluster;
 mod pdu;
