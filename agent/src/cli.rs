@@ -216,6 +216,10 @@ pub enum Command {
         /// Keep the temporary directory (configuration, logs, state) at the end.
         #[arg(long)]
         keep: bool,
+        /// Make the holder's BMC stop answering before the kill, so fencing falls back to the
+        /// PDU (the second fencing level).
+        #[arg(long)]
+        bmc_down: bool,
     },
     /// The hardware watchdog: list devices, or test that it resets this host.
     Watchdog {
@@ -338,10 +342,12 @@ pub fn main(cli: Cli) -> u8 {
             witness,
             script,
             keep,
+            bmc_down,
         } => crate::demo::run(crate::demo::DemoArgs {
             witness,
             script,
             keep,
+            bmc_down,
         }),
         Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
         Command::History {

@@ -166,21 +166,9 @@ impl Bmc {
         self.shared.state.lock().is_ok_and(|s| s.power_on)
     }
 
-    /// Sets the chassis power without a request: the PDU feeding the host came back on.
-    pub(crate) fn set_powered(&self, on: bool) {
-        if let Ok(mut s) = self.shared.state.lock() {
-            s.power_on = on;
-        }
-    }
-
     /// Whether it answers at all (false: its network is down, every datagram is dropped).
     pub(crate) fn set_answering(&self, answering: bool) {
         self.shared.answering.store(answering, Ordering::Relaxed);
-    }
-
-    /// Whether it answers.
-    pub(crate) fn answering(&self) -> bool {
-        self.shared.answering.load(Ordering::Relaxed)
     }
 }
 
