@@ -14,7 +14,9 @@
 //! - One UDP socket per BMC on a free port of 127.0.0.1; one user (name and password given),
 //!   privilege up to administrator. Cipher suites 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128)
 //!   and 17 (the SHA-256 forms); any other proposal is refused with status 0x11 (no cipher
-//!   suite match).
+//!   suite match). Suite 17 derives K1 and K2 as the agent's driver does (HMAC of a 32-byte
+//!   constant); ipmitool 1.8.19 uses a 20-byte constant there, so ipmitool reaches this BMC
+//!   with suite 3 only.
 //! - Served: Get Channel Authentication Capabilities (before and inside a session), Open
 //!   Session, RAKP 1–4, Set Session Privilege Level, Get Device ID, Get Chassis Status, Chassis
 //!   Control (power down, up, cycle, hard reset) and Close Session. Any other command is
@@ -132,6 +134,8 @@ impl Bmc {
                     Ok(got) => got,
                     Err(e) => {
                         tracing::debug!(error = %e, "simulated BMC: receive failed");
+                        // Not a busy loop on a socket that keeps failing.
+                        tokio::time::sleep(RECV_BACKOFF).await;
                         continue;
                     }
                 };
@@ -638,16 +642,19 @@ impl State {
         CC_OK
     }
 
-    /// A fresh, non-zero session id not in use.
+    /// A fresh, non-zero session id not in use: random, or (if the OS gives no random bytes)
+    /// the next free number, since at most [`MAX_SESSIONS`] are in use.
     fn new_session_id(&self) -> u32 {
-        loop {
+        let free = |id: u32| id != 0 && !self.sessions.contains_key(&id);
+        for _ in 0..ID_DRAWS {
             let mut b = [0u8; 4];
             random(&mut b);
             let id = u32::from_le_bytes(b);
-            if id != 0 && !self.sessions.contains_key(&id) {
+            if free(id) {
                 return id;
             }
         }
+        (1..=u32::MAX).find(|&id| free(id)).unwrap_or(1)
     }
 }
 
@@ -772,6 +779,10 @@ const MAX_DATAGRAM: usize = 1024;
 const MAX_SESSIONS: usize = 16;
 /// A handshake not finished within this is dropped.
 const HANDSHAKE_LIFETIME: Duration = Duration::from_secs(10);
+/// Random draws for a session id before counting up instead.
+const ID_DRAWS: usize = 8;
+/// Pause after a failed receive.
+const RECV_BACKOFF: Duration = Duration::from_millis(10);
 /// Cipher suites served.
 const SUITES: [u8; 2] = [3, 17];
 /// The BMC's IPMB address.
@@ -1175,7 +1186,8 @@ mod tests {
         assert!(device.status("beta", short).await.is_err());
     }
 
-    /// Runs `ipmitool -I lanplus -C 3` against `bmc` with `args`; exit success, stdout, stderr.
+    /// Runs `ipmitool -I lanplus` against `bmc` with `args` (`-C SUITE` among them); exit
+    /// success, stdout, stderr.
     async fn ipmitool(bmc: &Bmc, password: &str, args: &[&str]) -> (bool, String, String) {
         let port = bmc.address().port().to_string();
         let child = tokio::process::Command::new("ipmitool")
@@ -1191,7 +1203,7 @@ mod tests {
                 "-P",
                 password,
             ])
-            .args(["-C", "3", "-N", "1", "-R", "2"])
+            .args(["-N", "1", "-R", "2"])
             .args(args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
@@ -1212,7 +1224,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ipmitool_lanplus_reads_and_switches_the_chassis_and_a_wrong_password_is_refused() {
+    async fn ipmitool_lanplus_reads_and_switches_the_chassis_and_refuses_a_wrong_password() {
         if std::process::Command::new("ipmitool")
             .arg("-V")
             .output()
@@ -1227,25 +1239,41 @@ mod tests {
         }
         let (tx, mut rx) = mpsc::channel(8);
         let bmc = Bmc::start(0, USER, PASSWORD, tx).await.expect("bmc");
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["chassis", "power", "status"]).await;
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "status"]).await;
         assert!(ok && out.contains("Chassis Power is on"), "{out}{err}");
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["chassis", "power", "off"]).await;
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "off"]).await;
         assert!(ok && out.contains("Down/Off"), "{out}{err}");
         let e = rx.recv().await.expect("event");
         assert_eq!((e.action, e.changed), (ChassisAction::Off, true));
         assert!(!bmc.powered());
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["chassis", "power", "status"]).await;
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "status"]).await;
         assert!(ok && out.contains("Chassis Power is off"), "{out}{err}");
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["chassis", "power", "on"]).await;
+        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "on"]).await;
         assert!(ok && out.contains("Up/On"), "{out}{err}");
         assert_eq!(rx.recv().await.map(|e| e.action), Some(ChassisAction::On));
         assert!(bmc.powered());
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["mc", "info"]).await;
+        for (verb, action) in [
+            ("cycle", ChassisAction::Cycle),
+            ("reset", ChassisAction::Reset),
+        ] {
+            let (ok, out, err) =
+                ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", verb]).await;
+            assert!(ok && out.contains("Chassis Power Control"), "{out}{err}");
+            assert_eq!(rx.recv().await.map(|e| e.action), Some(action));
+        }
+        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "3", "mc", "info"]).await;
         assert!(ok && out.contains("IPMI Version"), "{out}{err}");
         // Every session ipmitool opened it also closed.
         assert!(bmc.shared.state.lock().is_ok_and(|s| s.sessions.is_empty()));
-        let (ok, out, err) =
-            ipmitool(&bmc, "not-the-password", &["-v", "chassis", "power", "off"]).await;
+        let (ok, out, err) = ipmitool(
+            &bmc,
+            "not-the-password",
+            &["-C", "3", "-v", "chassis", "power", "off"],
+        )
+        .await;
         assert!(!ok, "a wrong password was accepted: {out}{err}");
         // ipmitool found RAKP 2's code did not verify with its password (not a timeout).
         assert!(err.contains("RAKP 2 HMAC is invalid"), "{out}{err}");
