@@ -220,6 +220,10 @@ pub enum Command {
         /// network namespace of its own).
         #[arg(long)]
         loopback: bool,
+        /// Make the holder's BMC stop answering before the kill, so fencing falls back to the
+        /// PDU (the second fencing level).
+        #[arg(long)]
+        bmc_down: bool,
     },
     /// The hardware watchdog: list devices, or test that it resets this host.
     Watchdog {
@@ -343,11 +347,13 @@ pub fn main(cli: Cli) -> u8 {
             script,
             keep,
             loopback,
+            bmc_down,
         } => crate::demo::run(crate::demo::DemoArgs {
             witness,
             script,
             keep,
             loopback,
+            bmc_down,
         }),
         Command::Resources { json, node, config } => resources(&config, node.as_deref(), json),
         Command::History {

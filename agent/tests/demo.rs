@@ -11,7 +11,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 #[test]
-fn the_scripted_demo_fails_over_reports_and_leaves_nothing_behind() {
+fn the_scripted_demo_fences_through_the_bmc_reports_and_leaves_nothing_behind() {
     let out = run_demo(&["demo", "--script"]);
     if nix::unistd::geteuid().is_root() {
         // As root each node is a namespace of its own, deleted at the end.
@@ -65,15 +65,51 @@ fn check_failover(out: &str) {
     assert!(total_ms < 5000, "failover took {total_ms} ms:\n{out}");
     for line in [
         "detection: ",
-        "fencing: PDU coil ",
-        "fence confirmed: ",
+        "fencing: alpha's BMC: IPMI chassis power off: ",
+        "fence confirmed: beta's fencing level 1 of alpha read the chassis power back off",
         "takeover: ",
         "breakdown: detection ",
+        "fenced it through its BMC (IPMI chassis power off), read back off",
+        "alpha's BMC: IPMI chassis power on: alpha powered on, booting it",
         "rejoined as Standby",
+        "powered on through its BMC",
         "== summary",
     ] {
         assert!(out.contains(line), "no {line:?} in:\n{out}");
     }
+    // The PDU, fencing level 2, was never needed.
+    assert!(!out.contains("PDU coil 0 written"), "{out}");
+    assert_devices_seen_healthy(out);
+    assert_group_started(out);
+}
+
+#[test]
+fn with_the_holders_bmc_down_the_pdu_fences_as_the_second_level() {
+    let out = run_demo(&["demo", "--script", "--bmc-down"]);
+    let total_ms = number_after(&out, "total failover: ").expect("a total failover time");
+    // The BMC's level fails after its 1 s timeout before the PDU's level runs.
+    assert!(
+        (1000..6000).contains(&total_ms),
+        "failover took {total_ms} ms:\n{out}"
+    );
+    for line in [
+        "alpha's BMC stops answering (--bmc-down)",
+        "bmc-alpha FAILED on alpha",
+        "fence FAILED: beta's fencing level 1 of alpha did not confirm",
+        "fencing: PDU coil 0 written 0: alpha powered off",
+        "fence confirmed: beta's fencing level 2 of alpha read the outlet back off",
+        "fenced it through the PDU (coil 0 off), read back off",
+        "powered on through the PDU",
+        "rejoined as Standby",
+    ] {
+        assert!(out.contains(line), "no {line:?} in:\n{out}");
+    }
+    assert!(!out.contains("IPMI chassis power off"), "{out}");
+    assert_group_started(&out);
+}
+
+/// Every resource of the group was started on the survivor.
+fn assert_group_started(out: &str) {
     for resource in ["storage", "catalog", "director"] {
         assert!(
             out.contains(&format!(" started {resource} (")),
@@ -85,6 +121,17 @@ fn check_failover(out: &str) {
     assert!(
         !out.contains("killed with SIGKILL after the grace"),
         "an agent did not stop on SIGTERM:\n{out}"
+    );
+}
+
+/// The view showed the agents' background checks of all three devices passing.
+fn assert_devices_seen_healthy(out: &str) {
+    assert!(
+        out.lines().any(|l| l.contains(" view ")
+            && l.contains("bmc-alpha (ipmi) ok")
+            && l.contains("bmc-beta (ipmi) ok")
+            && l.contains("pdu (modbus) ok")),
+        "no view line with every fence device healthy:\n{out}"
     );
 }
 

@@ -20,6 +20,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+use super::bmc::{Bmc, ChassisEvent};
 use super::cable::Cable;
 use super::netns::{DemoNet, SWITCH_ADDRESS};
 use super::pdu::{Pdu, PowerEvent};
@@ -61,6 +62,9 @@ pub(crate) enum ClusterError {
     /// A socket in the demo's switch namespace could not be opened.
     #[error(transparent)]
     Net(#[from] super::netns::NetError),
+    /// A simulated BMC could not start.
+    #[error(transparent)]
+    Bmc(#[from] super::bmc::BmcError),
 }
 
 /// How the resource group is made.
@@ -79,6 +83,8 @@ pub(crate) struct Node {
     pub(crate) name: &'static str,
     /// PDU outlet (coil) that powers it; a witness has none.
     pub(crate) outlet: Option<u16>,
+    /// Index of its BMC in [`Cluster::bmcs`]; a witness has none.
+    pub(crate) bmc: Option<usize>,
     /// Control socket.
     pub(crate) socket: PathBuf,
     /// Its running process.
@@ -143,6 +149,12 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Node>,
     /// The simulated PDU.
     pub(crate) pdu: Pdu,
+    /// The simulated BMCs, one per node that holds resources (alpha's first).
+    pub(crate) bmcs: Vec<Bmc>,
+    /// The BMCs' user name.
+    pub(crate) bmc_user: &'static str,
+    /// The BMCs' password, made for this run.
+    pub(crate) bmc_password: String,
     /// The serial cable, if ptys were available.
     pub(crate) cable: Option<Cable>,
     /// Why there is no cable.
@@ -160,6 +172,8 @@ pub(crate) struct Cluster {
     pub(crate) events: mpsc::Receiver<LogEvent>,
     /// PDU writes.
     pub(crate) power: mpsc::Receiver<PowerEvent>,
+    /// Chassis Control commands the BMCs served.
+    pub(crate) chassis: mpsc::Receiver<ChassisEvent>,
     events_tx: mpsc::Sender<LogEvent>,
     exe: PathBuf,
     keep: bool,
@@ -207,6 +221,21 @@ impl Cluster {
             }
             None => Pdu::start(2, power_tx).await?,
         };
+        let (chassis_tx, chassis) = mpsc::channel(POWER_EVENTS);
+        let bmc_password = random_hex(BMC_PASSWORD_BYTES)?;
+        let mut bmcs = Vec::with_capacity(2);
+        for i in 0..2 {
+            let bmc = match &net {
+                Some(net) => {
+                    let socket =
+                        net.in_switch(|| std::net::UdpSocket::bind((SWITCH_ADDRESS, 0)))?;
+                    Bmc::start_on(socket, i, BMC_USER, &bmc_password, chassis_tx.clone())?
+                }
+                None => Bmc::start(i, BMC_USER, &bmc_password, chassis_tx.clone()).await?,
+            };
+            bmcs.push(bmc);
+        }
+        let bmc_addresses: Vec<std::net::SocketAddr> = bmcs.iter().map(Bmc::address).collect();
         let group = if Path::new(DUMMY).exists() {
             GroupKind::Ocf
         } else {
@@ -226,7 +255,12 @@ impl Cluster {
                 .collect::<Result<Vec<_>, _>>()?,
         };
         let config = dir.join("watchkeeper.toml");
-        let text = config_text(&dir, names, &lan, cable.is_some(), pdu.address(), group);
+        let devices = Devices {
+            pdu: pdu.address(),
+            bmcs: &bmc_addresses,
+            password: &bmc_password,
+        };
+        let text = config_text(&dir, names, &lan, cable.is_some(), &devices, group);
         write_file(&config, &text, 0o644)?;
         crate::config::load(&config).map_err(|e| ClusterError::Config(e.to_string()))?;
         let nodes = names
@@ -235,6 +269,7 @@ impl Cluster {
             .map(|(i, &name)| Node {
                 name,
                 outlet: u16::try_from(i).ok().filter(|&o| o < 2),
+                bmc: (i < bmcs.len()).then_some(i),
                 socket: dir.join(format!("{name}.sock")),
                 child: None,
                 pid: None,
@@ -247,6 +282,9 @@ impl Cluster {
             config,
             nodes,
             pdu,
+            bmcs,
+            bmc_user: BMC_USER,
+            bmc_password,
             cable,
             cable_error,
             group,
@@ -255,6 +293,7 @@ impl Cluster {
             network,
             events,
             power,
+            chassis,
             events_tx,
             exe,
             keep: options.keep,
@@ -361,6 +400,22 @@ impl Cluster {
         }
     }
 
+    /// The node behind BMC `bmc`.
+    pub(crate) fn node_of_bmc(&self, bmc: usize) -> Option<usize> {
+        self.nodes.iter().position(|n| n.bmc == Some(bmc))
+    }
+
+    /// Whether node `i` has power: its outlet on and its chassis on (a witness: always).
+    pub(crate) fn powered(&self, i: usize) -> Option<bool> {
+        let node = self.nodes.get(i)?;
+        let outlet = node.outlet.and_then(|o| self.pdu.powered(o))?;
+        let chassis = node
+            .bmc
+            .and_then(|b| self.bmcs.get(b))
+            .is_none_or(Bmc::powered);
+        Some(outlet && chassis)
+    }
+
     /// The node powered by `outlet`.
     pub(crate) fn node_of_outlet(&self, outlet: u16) -> Option<usize> {
         self.nodes.iter().position(|n| n.outlet == Some(outlet))
@@ -453,10 +508,15 @@ fn make_dir() -> Result<PathBuf, ClusterError> {
 }
 
 fn write_key(path: &Path) -> Result<(), ClusterError> {
-    let mut key = [0u8; KEY_BYTES];
-    getrandom::fill(&mut key).map_err(|e| ClusterError::Random(e.to_string()))?;
-    let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = random_hex(KEY_BYTES)?;
     write_file(path, &format!("{hex}\n"), 0o600)
+}
+
+/// `n` random bytes in hex.
+fn random_hex(n: usize) -> Result<String, ClusterError> {
+    let mut bytes = vec![0u8; n];
+    getrandom::fill(&mut bytes).map_err(|e| ClusterError::Random(e.to_string()))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn write_file(path: &Path, text: &str, mode: u32) -> Result<(), ClusterError> {
@@ -522,13 +582,25 @@ fn free_udp_port(dir: &Path) -> Result<u16, ClusterError> {
         })
 }
 
-/// The configuration every agent reads.
+/// Where the fence devices listen, for the configuration.
+#[derive(Debug)]
+struct Devices<'a> {
+    /// The PDU.
+    pdu: std::net::SocketAddr,
+    /// Each node's BMC, in node order.
+    bmcs: &'a [std::net::SocketAddr],
+    /// The BMCs' password.
+    password: &'a str,
+}
+
+/// The configuration every agent reads: each node fenced first through its BMC (IPMI), then
+/// through its PDU outlet (Modbus).
 fn config_text(
     dir: &Path,
     names: &[&str],
     lan: &[std::net::SocketAddr],
     serial: bool,
-    pdu: std::net::SocketAddr,
+    devices: &Devices<'_>,
     group: GroupKind,
 ) -> String {
     use std::fmt::Write as _;
@@ -556,11 +628,21 @@ fn config_text(
             if serial {
                 let _ = writeln!(s, "links.serial0 = {{ device = \"{d}/tty-{name}\" }}");
             }
-            s.push_str("fencing = [[\"pdu\"]]\n");
+            let _ = writeln!(s, "fencing = [[\"bmc-{name}\"], [\"pdu\"]]");
         } else {
             s.push_str("witness = true\n");
         }
     }
+    for (name, address) in names.iter().zip(devices.bmcs) {
+        let _ = write!(
+            s,
+            "\n[[fence_device]]\nname = \"bmc-{name}\"\ntype = \"ipmi\"\ntarget = \"{name}\"\n\
+             address = \"{address}\"\nusername = \"{BMC_USER}\"\npassword = \"{}\"\n\
+             cipher_suite = 3\ntimeout = \"{BMC_TIMEOUT_MS}ms\"\npoll_interval = \"20ms\"\n",
+            devices.password
+        );
+    }
+    let pdu = devices.pdu;
     let _ = write!(
         s,
         "\n[[fence_device]]\nname = \"pdu\"\ntype = \"modbus\"\naddress = \"{pdu}\"\n\
@@ -613,6 +695,13 @@ pub(crate) const FENCE_DELAY_MS: u64 = 300;
 const STARTUP_MS: u64 = 2000;
 /// One fencing level: the simulated PDU confirms in milliseconds.
 const FENCE_TIMEOUT_MS: u64 = 3000;
+/// One IPMI operation (log in, switch, read back): the simulated BMC answers in milliseconds.
+/// A BMC that does not answer fails its level after this and the PDU's level runs.
+pub(crate) const BMC_TIMEOUT_MS: u64 = 1000;
+/// The BMCs' user.
+const BMC_USER: &str = "admin";
+/// Random bytes of the BMCs' password (hex: 16 characters, within IPMI's 20).
+const BMC_PASSWORD_BYTES: usize = 8;
 /// Bytes of the cluster key, as `watchkeeper keygen` makes it.
 const KEY_BYTES: usize = 32;
 /// PDU writes waiting for the demo: a handful per failover.
@@ -643,6 +732,15 @@ mod tests {
         let dir = make_dir().expect("dir");
         write_key(&dir.join("cluster.key")).expect("key");
         let pdu: std::net::SocketAddr = "127.0.0.1:5020".parse().expect("address");
+        let bmcs: Vec<std::net::SocketAddr> = ["127.0.0.1:6230", "127.0.0.1:6231"]
+            .iter()
+            .map(|a| a.parse().expect("address"))
+            .collect();
+        let devices = Devices {
+            pdu,
+            bmcs: &bmcs,
+            password: "0123456789abcdef",
+        };
         for (i, names) in [&["alpha", "beta"][..], &["alpha", "beta", "gamma"][..]]
             .into_iter()
             .enumerate()
@@ -653,12 +751,17 @@ mod tests {
                     let lan: Vec<std::net::SocketAddr> = (0..3)
                         .map(|i| std::net::SocketAddr::from((DemoNet::node_address(i), 5405)))
                         .collect();
-                    let text = config_text(&dir, names, &lan, serial, pdu, group);
+                    let text = config_text(&dir, names, &lan, serial, &devices, group);
                     write_file(&path, &text, 0o644).expect("write");
                     let config =
                         crate::config::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
                     assert_eq!(config.nodes.len(), names.len());
                     assert_eq!(config.resources.len(), GROUP.len());
+                    assert!(
+                        text.contains("fencing = [[\"bmc-alpha\"], [\"pdu\"]]"),
+                        "{text}"
+                    );
+                    assert_eq!(config.fencing.devices.len(), 3);
                 }
             }
         }

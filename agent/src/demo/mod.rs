@@ -2,20 +2,23 @@
 //!
 //! A newcomer should see what watchkeeper is for in one command, without root, hardware or a
 //! second host: two real agents (and, with `--witness`, a third that only votes) joined by UDP
-//! on 127.0.0.1 and a serial cable made of pty pairs, a switched PDU they fence each other
-//! through over real Modbus TCP, and a resource group of real OCF agents (Debian's Dummy) or
-//! shell scripts. The demo then kills the holder with SIGKILL, as a host losing power would
-//! look, and reports from outside the agents what happens: detection, fencing through the PDU,
-//! each resource started on the survivor, and the total time, with its breakdown; then it
-//! powers the old holder on through the PDU and shows it rejoin as a standby.
+//! on 127.0.0.1 and a serial cable made of pty pairs, a BMC per node they fence each other
+//! through over real IPMI v2.0 LAN (RMCP+) with a switched PDU over real Modbus TCP as the
+//! second fencing level, and a resource group of real OCF agents (Debian's Dummy) or shell
+//! scripts. The demo then kills the holder with SIGKILL, as a host that hangs would look, and
+//! reports from outside the agents what happens: detection, fencing through the BMC (or, with
+//! `--bmc-down`, the BMC failing and the PDU taking over), each resource started on the
+//! survivor, and the total time, with its breakdown; then it powers the old holder on through
+//! the same device and shows it rejoin as a standby.
 //!
 //! # Contract
 //!
 //! - Nothing is faked inside the agents: they are `watchkeeper run` processes with a generated
 //!   configuration, and everything the demo reports comes from their control sockets, their
 //!   JSON logs, the PDU's served requests and the demo's own process table.
-//! - Powering an outlet off kills that agent (SIGKILL); powering it on starts it again. So the
-//!   survivor's fence really ends the node, and "power on" really boots it.
+//! - Powering an outlet or a chassis off kills that agent (SIGKILL); powering it on starts it
+//!   again (a power cycle or hard reset does both). So the survivor's fence really ends the
+//!   node, and "power on" really boots it.
 //! - Every process the demo starts is stopped when it ends, however it ends (finished, failed,
 //!   Ctrl-C): SIGTERM, SIGKILL after a bounded wait, reaped. The temporary directory is removed
 //!   unless `--keep`. Without root only 127.0.0.1 is used; as root (unless `--loopback`) each
@@ -25,6 +28,7 @@
 //!   after a summary, or 1 naming the step that did not happen in time; it prints
 //!   `started NODE pid N` for every process, so a test can check none is left.
 
+mod bmc;
 mod cable;
 mod cluster;
 mod netns;
@@ -38,6 +42,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 use tokio_modbus::client::Writer as _;
 
+use bmc::{ChassisAction, ChassisEvent};
 use cluster::{Cluster, ClusterError, GroupKind, LogEvent, Options, GROUP};
 use pdu::PowerEvent;
 use view::{ms, ms_between, Screen, Snapshot};
@@ -56,12 +61,14 @@ pub(crate) enum DemoError {
         /// How long the demo waited.
         waited: Duration,
     },
-    /// Powering a node on through the PDU failed.
-    #[error("cannot power {node} on through the PDU at {address}: {error}")]
+    /// Powering a node on through its BMC or the PDU failed.
+    #[error("cannot power {node} on through the {device} at {address}: {error}")]
     PowerOn {
         /// Node.
         node: String,
-        /// PDU address.
+        /// `BMC` or `PDU`.
+        device: &'static str,
+        /// Device address.
         address: std::net::SocketAddr,
         /// What the Modbus client said.
         error: String,
@@ -82,6 +89,8 @@ pub struct DemoArgs {
     pub keep: bool,
     /// Stay on 127.0.0.1 even as root.
     pub loopback: bool,
+    /// The holder's BMC stops answering before the kill, so the PDU (fencing level 2) fences.
+    pub bmc_down: bool,
 }
 
 /// Runs the demo; returns the process exit code.
@@ -121,7 +130,7 @@ async fn main(args: DemoArgs) -> u8 {
     header(&cluster, &mut screen, interactive);
     screen.clear();
     let outcome = {
-        let mut demo = Demo::new(&mut cluster, &mut screen, interactive);
+        let mut demo = Demo::new(&mut cluster, &mut screen, interactive, args.bmc_down);
         tokio::select! {
             r = demo.play() => r,
             _ = int.recv() => Err(DemoError::Interrupted),
@@ -187,8 +196,17 @@ fn header(c: &Cluster, screen: &mut Screen, interactive: bool) {
             why.as_deref().unwrap_or("no pty")
         )),
     }
+    let bmcs: Vec<String> = c
+        .nodes
+        .iter()
+        .filter_map(|n| Some(format!("{} {}", n.name, c.bmcs.get(n.bmc?)?.address())))
+        .collect();
     screen.plain(&format!(
-        "  fencing    a simulated PDU speaking Modbus TCP at {}: coil 0 powers alpha, coil 1 powers beta",
+        "  fencing    level 1: a simulated BMC per node speaking IPMI v2.0 LAN (RMCP+, cipher suite 3): {}",
+        bmcs.join(", ")
+    ));
+    screen.plain(&format!(
+        "             level 2: a simulated PDU speaking Modbus TCP at {}: coil 0 powers alpha, coil 1 powers beta",
         c.pdu.address()
     ));
     screen.plain(&match c.group {
@@ -229,6 +247,7 @@ struct Demo<'a> {
     c: &'a mut Cluster,
     screen: &'a mut Screen,
     interactive: bool,
+    bmc_down: bool,
     snapshots: Vec<Snapshot>,
     tick: tokio::time::Interval,
     stdin: Option<mpsc::Receiver<()>>,
@@ -236,10 +255,30 @@ struct Demo<'a> {
     failover: Option<Failover>,
 }
 
+/// The device that cut a node's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// Its BMC (IPMI Chassis Control).
+    Bmc,
+    /// A PDU outlet (Modbus coil).
+    Pdu(u16),
+}
+
+impl Cut {
+    /// How the summary names it.
+    fn words(self) -> String {
+        match self {
+            Self::Bmc => "its BMC (IPMI chassis power off)".to_owned(),
+            Self::Pdu(coil) => format!("the PDU (coil {coil} off)"),
+        }
+    }
+}
+
 /// What woke the demo up.
 enum Next {
     Log(LogEvent),
     Power(PowerEvent),
+    Chassis(ChassisEvent),
     Stdin(Option<()>),
     Refresh,
 }
@@ -251,13 +290,14 @@ struct Failover {
     survivor: usize,
     killed: Instant,
     detected: Option<Instant>,
-    coil_off: Option<Instant>,
+    /// When power was cut, and by which device.
+    cut: Option<(Instant, Cut)>,
     confirmed: Option<Instant>,
     started: Vec<(String, Instant)>,
 }
 
 impl<'a> Demo<'a> {
-    fn new(c: &'a mut Cluster, screen: &'a mut Screen, interactive: bool) -> Self {
+    fn new(c: &'a mut Cluster, screen: &'a mut Screen, interactive: bool, bmc_down: bool) -> Self {
         let mut tick = tokio::time::interval(REFRESH);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let stdin = interactive.then(stdin_lines);
@@ -265,6 +305,7 @@ impl<'a> Demo<'a> {
             c,
             screen,
             interactive,
+            bmc_down,
             snapshots: Vec::new(),
             tick,
             stdin,
@@ -325,8 +366,16 @@ impl<'a> Demo<'a> {
         let (hn, sn) = (self.c.nodes[h].name, self.c.nodes[s].name);
         self.screen.plain("");
         self.screen.plain(&format!(
-            "== failover: the holder {hn} is killed with SIGKILL; its PDU outlet stays on, as for a host that hangs or crashes"
+            "== failover: the holder {hn} is killed with SIGKILL; its power stays on, as for a host that hangs or crashes"
         ));
+        if self.bmc_down {
+            if let Some(bmc) = self.c.nodes[h].bmc.and_then(|b| self.c.bmcs.get(b)) {
+                bmc.set_answering(false);
+            }
+            self.screen.say(&format!(
+                "{hn}'s BMC stops answering (--bmc-down): fencing level 1 must fail and the PDU, level 2, must fence"
+            ));
+        }
         let killed = Instant::now();
         let pid = self.c.kill(h).await;
         self.failover = Some(Failover {
@@ -334,7 +383,7 @@ impl<'a> Demo<'a> {
             survivor: s,
             killed,
             detected: None,
-            coil_off: None,
+            cut: None,
             confirmed: None,
             started: Vec::new(),
         });
@@ -363,59 +412,102 @@ impl<'a> Demo<'a> {
         let last = f.started.iter().map(|(_, t)| *t).max().unwrap_or(killed);
         let total = ms_between(killed, last);
         let detected = f.detected.unwrap_or(killed);
-        let coil = f.coil_off.unwrap_or(detected);
-        let confirmed = f.confirmed.unwrap_or(coil);
+        let (cut_at, cut) = f.cut.unwrap_or((detected, Cut::Bmc));
+        let confirmed = f.confirmed.unwrap_or(cut_at);
         self.screen.say(&format!(
             "total failover: {total} ms from the kill to the last resource running on {sn}"
         ));
         let breakdown = format!(
-            "detection {} ms (deadtime {} ms) + fencing {} ms (fence delay, PDU write) + confirmation {} ms + starting {} resources {} ms",
+            "detection {} ms (deadtime {} ms) + fencing {} ms (fence delay, {}) + confirmation {} ms + starting {} resources {} ms",
             ms_between(killed, detected),
             cluster::DEADTIME_MS,
-            ms_between(detected, coil),
-            ms_between(coil, confirmed),
+            ms_between(detected, cut_at),
+            match cut {
+                Cut::Bmc => "IPMI login and Chassis Control".to_owned(),
+                Cut::Pdu(_) => format!(
+                    "the BMC's level failing after {} ms, PDU write",
+                    cluster::BMC_TIMEOUT_MS
+                ),
+            },
+            ms_between(cut_at, confirmed),
             GROUP.len(),
             ms_between(confirmed, last)
         );
         self.screen.say(&format!("  breakdown: {breakdown}"));
         Ok(format!(
-            "failover: {hn} killed; {sn} detected it after {} ms, fenced it through the PDU (coil {} off) and ran the whole group {total} ms after the kill",
+            "failover: {hn} killed; {sn} detected it after {} ms, fenced it through {}, read back off, and ran the whole group {total} ms after the kill",
             ms_between(killed, detected),
-            self.c.nodes[h].outlet.unwrap_or(0),
+            cut.words(),
         ))
     }
 
-    /// Powers `h` on through the PDU and waits until it rejoins as a standby while `s` keeps
-    /// the group.
+    /// Powers `h` on through its BMC (or, when its BMC was down, through the PDU) and waits
+    /// until it rejoins as a standby while `s` keeps the group.
     async fn power_on(&mut self, h: usize, s: usize) -> Result<String, DemoError> {
         let (hn, sn) = (self.c.nodes[h].name, self.c.nodes[s].name);
-        let outlet = self.c.nodes[h].outlet.unwrap_or(0);
         self.screen.plain("");
-        self.screen.plain(&format!(
-            "== {hn} comes back: the demo powers it on through the PDU (Modbus write coil {outlet} = 1)"
-        ));
-        let address = self.c.pdu.address();
+        let bmc = self.c.nodes[h].bmc.and_then(|b| self.c.bmcs.get(b));
         let asked = Instant::now();
-        let written = tokio::time::timeout(MODBUS_WAIT, async {
-            let stream = self.c.connect(address).await.map_err(|e| e.to_string())?;
-            let mut ctx = tokio_modbus::client::tcp::attach(stream);
-            match ctx.write_single_coil(outlet, true).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(exception)) => Err(format!("exception {exception}")),
-                Err(e) => Err(e.to_string()),
+        let device = match bmc {
+            Some(bmc) if !self.bmc_down => {
+                self.screen.plain(&format!(
+                    "== {hn} comes back: the demo powers it on through its BMC (IPMI chassis power on, with the agent's own IPMI driver)"
+                ));
+                let address = bmc.address();
+                let mut params = drivers::fence::ipmi::IpmiParams::new(
+                    address,
+                    self.c.bmc_user,
+                    drivers::secret::Secret::new(self.c.bmc_password.clone()),
+                );
+                params.poll_interval = Duration::from_millis(20);
+                let power_on = async move {
+                    let deadline = tokio::time::Instant::now() + POWER_ON_WAIT;
+                    let mut device = drivers::fence::ipmi::IpmiDevice::new("demo", hn, params)
+                        .map_err(|e| e.to_string())?;
+                    use drivers::fence::FenceDevice as _;
+                    device
+                        .on(hn, deadline)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                };
+                let result = match self.c.net.as_ref().map(netns::DemoNet::switch_path) {
+                    // From the switch's namespace, where the BMCs are: on a thread of its own
+                    // with a runtime of its own, so the BMC keeps serving on this one.
+                    Some(path) => tokio::task::spawn_blocking(move || {
+                        netns::in_ns(&path, || {
+                            tokio::runtime::Builder::new_current_thread()
+                                .enable_all()
+                                .build()
+                                .map(|rt| rt.block_on(power_on))
+                        })
+                    })
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .and_then(|r| r),
+                    None => power_on.await,
+                };
+                if let Err(error) = result {
+                    return Err(DemoError::PowerOn {
+                        node: hn.to_owned(),
+                        device: "BMC",
+                        address,
+                        error,
+                    });
+                }
+                "its BMC"
             }
-        })
-        .await;
-        if let Err(error) = written
-            .map_err(|_| format!("no answer within {} s", MODBUS_WAIT.as_secs()))
-            .and_then(|r| r)
-        {
-            return Err(DemoError::PowerOn {
-                node: hn.to_owned(),
-                address,
-                error,
-            });
-        }
+            _ => {
+                self.pdu_on(h).await?;
+                if let Some(bmc) = self.c.nodes[h].bmc.and_then(|b| self.c.bmcs.get(b)) {
+                    bmc.set_answering(true);
+                    self.screen
+                        .say(&format!("{hn}'s BMC answers again (its network is back)"));
+                }
+                "the PDU"
+            }
+        };
         let (hs, ss) = (hn.to_owned(), sn.to_owned());
         self.until(
             &format!("{hn} rejoining as a standby"),
@@ -459,8 +551,37 @@ impl<'a> Demo<'a> {
             self.snapshots.get(s).and_then(Snapshot::epoch).unwrap_or(0)
         ));
         Ok(format!(
-            "rejoin: {hn} was powered on through the PDU and rejoined as a standby in {took} ms; {sn} kept the group"
+            "rejoin: {hn} was powered on through {device} and rejoined as a standby in {took} ms; {sn} kept the group"
         ))
+    }
+
+    /// Writes node `h`'s PDU outlet on, as the demo's own Modbus client.
+    async fn pdu_on(&mut self, h: usize) -> Result<(), DemoError> {
+        let hn = self.c.nodes[h].name;
+        let outlet = self.c.nodes[h].outlet.unwrap_or(0);
+        self.screen.plain(&format!(
+            "== {hn} comes back: the demo powers it on through the PDU (Modbus write coil {outlet} = 1)"
+        ));
+        let address = self.c.pdu.address();
+        let written = tokio::time::timeout(POWER_ON_WAIT, async {
+            let stream = self.c.connect(address).await.map_err(|e| e.to_string())?;
+            let mut ctx = tokio_modbus::client::tcp::attach(stream);
+            match ctx.write_single_coil(outlet, true).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(exception)) => Err(format!("exception {exception}")),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+        .await;
+        written
+            .map_err(|_| format!("no answer within {} s", POWER_ON_WAIT.as_secs()))
+            .and_then(|r| r)
+            .map_err(|error| DemoError::PowerOn {
+                node: hn.to_owned(),
+                device: "PDU",
+                address,
+                error,
+            })
     }
 
     /// The node running the whole group, if exactly one does.
@@ -498,15 +619,17 @@ impl<'a> Demo<'a> {
 
     /// Waits for the next thing to happen and handles it.
     async fn step(&mut self) -> Result<(), DemoError> {
-        let (events, power, stdin, tick) = (
+        let (events, power, chassis, stdin, tick) = (
             &mut self.c.events,
             &mut self.c.power,
+            &mut self.c.chassis,
             &mut self.stdin,
             &mut self.tick,
         );
         let next = tokio::select! {
             Some(ev) = events.recv() => Next::Log(ev),
             Some(p) = power.recv() => Next::Power(p),
+            Some(c) = chassis.recv() => Next::Chassis(c),
             got = async {
                 match stdin {
                     Some(rx) => rx.recv().await,
@@ -518,6 +641,7 @@ impl<'a> Demo<'a> {
         match next {
             Next::Log(ev) => self.log_event(&ev),
             Next::Power(p) => self.power_event(p).await?,
+            Next::Chassis(c) => self.chassis_event(c).await?,
             Next::Stdin(Some(())) => self.enter = true,
             // stdin closed: no Enter can come; go on as if it had been pressed.
             Next::Stdin(None) => {
@@ -560,7 +684,7 @@ impl<'a> Demo<'a> {
             snapshots.push(Snapshot {
                 name: node.name.to_owned(),
                 pid: node.pid,
-                powered: node.outlet.and_then(|o| self.c.pdu.powered(o)),
+                powered: self.c.powered(i),
                 status,
                 resources,
                 last_fence: node.last_fence.clone(),
@@ -629,7 +753,11 @@ impl<'a> Demo<'a> {
                     at(ev.at),
                     if ok { "confirmed" } else { "FAILED" },
                     ev.value["level"],
-                    if ok { "read the outlet back off" } else { "did not confirm" },
+                    match (ok, f.cut) {
+                        (false, _) => "did not confirm",
+                        (true, Some((_, Cut::Pdu(_)))) => "read the outlet back off",
+                        (true, _) => "read the chassis power back off",
+                    },
                     ev.value["ms"]
                 ));
             }
@@ -662,7 +790,7 @@ impl<'a> Demo<'a> {
         let name = self.c.nodes[i].name;
         let stamp = match &mut self.failover {
             Some(f) if f.victim == i && !p.on => {
-                f.coil_off.get_or_insert(p.at);
+                f.cut.get_or_insert((p.at, Cut::Pdu(p.outlet)));
                 format!("+{:>5} ms  ", ms_between(f.killed, p.at))
             }
             _ => String::new(),
@@ -692,6 +820,53 @@ impl<'a> Demo<'a> {
                     ""
                 }
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Demo<'_> {
+    /// A Chassis Control served by a BMC: kills, starts or restarts the agent behind it.
+    async fn chassis_event(&mut self, e: ChassisEvent) -> Result<(), DemoError> {
+        let Some(i) = self.c.node_of_bmc(e.bmc) else {
+            return Ok(());
+        };
+        let name = self.c.nodes[i].name;
+        let off = matches!(
+            e.action,
+            ChassisAction::Off | ChassisAction::Cycle | ChassisAction::Reset
+        );
+        let stamp = match &mut self.failover {
+            Some(f) if f.victim == i && off => {
+                f.cut.get_or_insert((e.at, Cut::Bmc));
+                format!("+{:>5} ms  ", ms_between(f.killed, e.at))
+            }
+            _ => String::new(),
+        };
+        let was = self.c.running(i);
+        if off {
+            self.c.kill(i).await;
+        }
+        let words = e.action.words();
+        let what = match e.action {
+            ChassisAction::Off => format!(
+                "{name} powered off{}",
+                if was {
+                    " (its agent was running: killed)"
+                } else {
+                    ""
+                }
+            ),
+            ChassisAction::On if !e.changed => format!("{name} powered on (it was)"),
+            ChassisAction::On => format!("{name} powered on, booting it"),
+            ChassisAction::Cycle | ChassisAction::Reset => format!("{name} restarted"),
+        };
+        let prefix = if off { "fencing: " } else { "" };
+        self.screen.say(&format!(
+            "{stamp}{prefix}{name}'s BMC: IPMI chassis {words}: {what}"
+        ));
+        if e.action != ChassisAction::Off && !self.c.running(i) {
+            self.start(i)?;
         }
         Ok(())
     }
@@ -734,5 +909,5 @@ const FAILOVER_WAIT: Duration = Duration::from_secs(20);
 const REJOIN_WAIT: Duration = Duration::from_secs(20);
 /// How long the rejoined node is watched staying standby.
 const STABLE: Duration = Duration::from_secs(2);
-/// The demo's own Modbus write to the PDU.
-const MODBUS_WAIT: Duration = Duration::from_secs(2);
+/// The demo's own power-on (a Modbus write to the PDU, or an IPMI session with the BMC).
+const POWER_ON_WAIT: Duration = Duration::from_secs(2);

@@ -117,30 +117,41 @@ impl DemoNet {
             .collect()
     }
 
+    /// The file that enters the switch's namespace.
+    pub(crate) fn switch_path(&self) -> String {
+        format!("/run/netns/{}", self.switch)
+    }
+
     /// Runs `f` on a thread of its own inside the switch's namespace, so that the sockets it
     /// opens are served from there.
     pub(crate) fn in_switch<T: Send>(
         &self,
         f: impl FnOnce() -> std::io::Result<T> + Send,
     ) -> Result<T, NetError> {
-        let path = format!("/run/netns/{}", self.switch);
-        let socket = |source| NetError::Socket {
+        in_ns(&self.switch_path(), f).map_err(|source| NetError::Socket {
             ns: self.switch.clone(),
             source,
-        };
-        std::thread::scope(|scope| {
-            scope
-                .spawn(|| -> std::io::Result<T> {
-                    let file = std::fs::File::open(&path)?;
-                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)?;
-                    f()
-                })
-                .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
         })
-        .map_err(socket)
     }
+}
+
+/// Runs `f` on a thread of its own inside the network namespace that `path` enters; only the
+/// network namespace changes.
+pub(crate) fn in_ns<T: Send>(
+    path: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<T> {
+                let file = std::fs::File::open(path)?;
+                nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(std::io::Error::from)?;
+                f()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the thread panicked")))
+    })
 }
 
 impl Drop for DemoNet {

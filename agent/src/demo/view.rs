@@ -2,9 +2,9 @@
 //! per change when the output is a file or a pipe (a test, a CI log).
 //!
 //! Everything shown comes from outside the agents' code: their control sockets (`status` and
-//! `resources`, the same answers `watchkeeper status` and `watchkeeper resources` print), the
-//! demo's own view of their processes and of the PDU's outlets, and their JSON log. On a
-//! terminal the view is plain text redrawn with two ANSI escapes (home, clear to end), so no
+//! `resources`, the same answers `watchkeeper status` and `watchkeeper resources` print, fence
+//! devices' health included), the demo's own view of their processes, of the PDU's outlets and
+//! of the BMCs' chassis, and their JSON log. On a terminal the view is plain text redrawn with two ANSI escapes (home, clear to end), so no
 //! terminal library is needed; the story of the demo (what it did, what the agents did) runs
 //! below it, keeping its last [`STORY_LINES`] lines.
 
@@ -23,7 +23,7 @@ pub(crate) struct Snapshot {
     pub(crate) name: String,
     /// Pid of its running agent.
     pub(crate) pid: Option<u32>,
-    /// Its outlet's state; `None` for a witness (no outlet).
+    /// Whether it has power (outlet and chassis on); `None` for a witness (neither).
     pub(crate) powered: Option<bool>,
     /// Its status report, if it answered.
     pub(crate) status: Option<Status>,
@@ -177,7 +177,7 @@ impl Screen {
     }
 }
 
-/// The terminal view of one node: three lines.
+/// The terminal view of one node: four lines.
 fn node_lines(n: &Snapshot) -> Vec<String> {
     let process = match n.pid {
         Some(pid) => format!("up (pid {pid})"),
@@ -241,6 +241,7 @@ fn node_lines(n: &Snapshot) -> Vec<String> {
             resources_words(n),
             n.last_fence.as_deref().unwrap_or("-")
         ),
+        format!("       fence devices: {}", devices_words(n, true)),
     ]
 }
 
@@ -275,7 +276,7 @@ fn one_line(n: &Snapshot) -> String {
         ));
     }
     format!(
-        "{}: {process}{power}, {} epoch {epoch}; peers: {}; {}; fence: {}",
+        "{}: {process}{power}, {} epoch {epoch}; peers: {}; {}; fence: {}; devices: {}",
         n.name,
         n.role(),
         if peers.is_empty() {
@@ -284,8 +285,35 @@ fn one_line(n: &Snapshot) -> String {
             peers.join(", ")
         },
         resources_words(n),
-        n.last_fence.as_deref().unwrap_or("-")
+        n.last_fence.as_deref().unwrap_or("-"),
+        devices_words(n, false)
     )
+}
+
+/// The fence devices as the node's last background checks found them (`status --json`'s
+/// `fence_devices`), with how long each check took when `timed`.
+fn devices_words(n: &Snapshot, timed: bool) -> String {
+    let Some(devices) = n.status.as_ref().map(|s| &s.fence_devices) else {
+        return "-".to_owned();
+    };
+    if devices.is_empty() {
+        return "-".to_owned();
+    }
+    let words: Vec<String> = devices
+        .iter()
+        .map(|d| {
+            let health = match d.healthy {
+                Some(true) => "ok",
+                Some(false) => "FAILING",
+                None => "unchecked",
+            };
+            match d.last_check_ms.filter(|_| timed) {
+                Some(ms) => format!("{} ({}) {health} {ms} ms", d.name, d.r#type),
+                None => format!("{} ({}) {health}", d.name, d.r#type),
+            }
+        })
+        .collect();
+    words.join(", ")
 }
 
 fn resources_words(n: &Snapshot) -> String {
