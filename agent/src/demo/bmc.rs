@@ -120,8 +120,8 @@ impl Bmc {
             address: LISTEN.to_owned(),
             source,
         };
-        let socket = UdpSocket::bind(LISTEN).await.map_err(listen)?;
-        Self::serve(socket, index, username, password, events)
+        let socket = std::net::UdpSocket::bind(LISTEN).map_err(listen)?;
+        Self::start_on(socket, index, username, password, events)
     }
 
     /// As [`Bmc::start`], on a socket already bound (in the demo's switch namespace).
@@ -141,21 +141,7 @@ impl Bmc {
         };
         socket.set_nonblocking(true).map_err(&listen)?;
         let socket = UdpSocket::from_std(socket).map_err(&listen)?;
-        Self::serve(socket, index, username, password, events)
-    }
-
-    fn serve(
-        socket: UdpSocket,
-        index: usize,
-        username: &str,
-        password: &str,
-        events: mpsc::Sender<ChassisEvent>,
-    ) -> Result<Self, BmcError> {
-        let listen = |source| BmcError::Listen {
-            address: LISTEN.to_owned(),
-            source,
-        };
-        let address = socket.local_addr().map_err(listen)?;
+        let address = socket.local_addr().map_err(&listen)?;
         let shared = Arc::new(Shared {
             answering: AtomicBool::new(true),
             state: Mutex::new(State::new(index, username, password, events)),

@@ -74,8 +74,8 @@ impl Pdu {
             address: LISTEN.to_owned(),
             source,
         };
-        let listener = TcpListener::bind(LISTEN).await.map_err(listen)?;
-        Self::serve(listener, outlets, events)
+        let listener = std::net::TcpListener::bind(LISTEN).map_err(listen)?;
+        Self::start_on(listener, outlets, events)
     }
 
     /// As [`Pdu::start`], on a socket already listening (in the demo's switch namespace).
@@ -93,19 +93,7 @@ impl Pdu {
         };
         listener.set_nonblocking(true).map_err(&listen)?;
         let listener = TcpListener::from_std(listener).map_err(&listen)?;
-        Self::serve(listener, outlets, events)
-    }
-
-    fn serve(
-        listener: TcpListener,
-        outlets: u16,
-        events: mpsc::Sender<PowerEvent>,
-    ) -> Result<Self, PduError> {
-        let listen = |source| PduError::Listen {
-            address: LISTEN.to_owned(),
-            source,
-        };
-        let address = listener.local_addr().map_err(listen)?;
+        let address = listener.local_addr().map_err(&listen)?;
         let shared = Arc::new(Shared::new(outlets, events));
         let service = PduService {
             shared: shared.clone(),
