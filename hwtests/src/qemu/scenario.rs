@@ -419,13 +419,29 @@ impl QemuRunner {
         }
         self.report(&t);
         self.heal_links()?;
-        if self.rig.running(h) {
+        // The majority's fence of the holder failed while its BMC path was down and is retried
+        // once the path is back, even after the holder has self-fenced: that retry may switch
+        // it off while it boots, rejoins or just after. Boot it again if so.
+        let booted = wait(BOOT, || {
+            if !self.rig.running(h) {
+                Some(false)
+            } else {
+                self.rig
+                    .wait_log(h, "started", wd.at, Duration::ZERO, |_| true)
+                    .map(|_| true)
+            }
+        });
+        if booted == Some(false) {
+            say(format!(
+                "isolate-holder: note: a retried fence switched {} off while it came back from its watchdog reset",
+                self.rig.name(h)
+            ));
+            self.mend(h, s)?;
+        } else if self.rig.running(h) {
             self.agent_started(h, wd.at)?;
             self.rejoined(h, s, wd.at)?;
             self.holder = s;
-            // The majority's fence of the holder failed while its BMC path was down and is
-            // retried once the path is back, even after the holder has self-fenced and rejoined:
-            // that retry may still switch it off. Wait it out, and boot the holder if so.
+            // The retry may still come after the rejoin: wait it out.
             std::thread::sleep(FENCE_RETRY_SETTLE);
             if !self.rig.running(h) {
                 say(format!(
