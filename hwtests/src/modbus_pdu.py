@@ -20,6 +20,8 @@ The state file (--state, JSON) holds:
 - "busy": true makes every request answer exception 6 (server device busy);
 - "delay_ms": pause before answering each request (longer than the client's timeout makes a
   PDU that never answers);
+- "silent_after_write_reads": N: once a write was taken, N more reads are answered, then no
+  request is answered any more (a PDU that dies in the middle of a fence);
 - "off_hook": a shell script run as `sh SCRIPT <unit> <outlet index>` when a write switches a
   powered outlet off, before the write is answered (the QEMU rig cuts a guest's power with it,
   so an acknowledged off means the machine is really off).
@@ -53,6 +55,8 @@ REGISTER_BASE = 100
 REGISTER_ON = 1
 REGISTER_OFF = 2
 COIL_FUNCTIONS = (1, 5, 15)
+# The longest a silenced server leaves a request unanswered.
+SILENCE_SECS = 600
 REGISTER_FUNCTIONS = (3, 6, 16)
 
 
@@ -67,6 +71,8 @@ class PduState:
         # The echo of the last single write, answered by the read pymodbus does right after it
         # (a real device echoes the request, also for a stuck outlet).
         self.echo = None
+        # Reads answered since the first write; None before it.
+        self.reads_after_write = None
         self.doc = {
             "outlets": {str(u): [1] * outlets for u in units},
             "stuck": [],
@@ -140,6 +146,7 @@ class PduContext(ModbusServerContext):
         outlets, exc = await self._prologue(device_id)
         if exc is not None:
             return exc
+        await self._silence_if_due(counted=True)
         if func_code not in COIL_FUNCTIONS + REGISTER_FUNCTIONS:
             return ExcCodes.ILLEGAL_FUNCTION
         first = self._index(func_code, address, count)
@@ -150,10 +157,25 @@ class PduContext(ModbusServerContext):
             return [v == 1 for v in values]
         return [REGISTER_ON if v == 1 else REGISTER_OFF if v == 0 else v for v in values]
 
+    async def _silence_if_due(self, counted):
+        """Never returns once the configured number of reads after a write was answered;
+        counts a read (`counted`) otherwise."""
+        limit = self.state.doc.get("silent_after_write_reads")
+        if limit is None or self.state.reads_after_write is None:
+            return
+        if self.state.reads_after_write >= limit:
+            # Bounded; the harness stops the server by PID long before.
+            await asyncio.sleep(SILENCE_SECS)
+        if counted:
+            self.state.reads_after_write += 1
+
     async def async_setValues(self, device_id, func_code, address, values):
         outlets, exc = await self._prologue(device_id)
         if exc is not None:
             return exc
+        await self._silence_if_due(counted=False)
+        if self.state.reads_after_write is None:
+            self.state.reads_after_write = 0
         if func_code not in COIL_FUNCTIONS + REGISTER_FUNCTIONS:
             return ExcCodes.ILLEGAL_FUNCTION
         first = self._index(func_code, address, len(values))

@@ -196,6 +196,12 @@ impl ModbusPdu {
         self.update(|state| state["delay_ms"] = Value::from(ms));
     }
 
+    /// Once a write was taken, answers `reads` more reads and then nothing at all (a PDU that
+    /// dies in the middle of a fence); `None` answers forever.
+    pub fn set_silent_after_write_reads(&self, reads: Option<u32>) {
+        self.update(|state| state["silent_after_write_reads"] = Value::from(reads));
+    }
+
     /// Runs `script` (with `sh`, arguments: unit, outlet index) whenever a write switches a
     /// powered outlet off, before the write is answered: wires outlets to machines' power, so
     /// that an acknowledged off means the machine is really off. The script is the harness's

@@ -15,7 +15,7 @@ STATE is a JSON file shared by all backends and the test (which reads and writes
     {"outlets": {"1": true, ...}, "outlet_names": {"1": "Outlet 1", ...},
      "reboot_until": {"3": <epoch seconds>}, "ports": {"1": true, ...},
      "aliases": {"1": "host1-hba", ...}, "stuck_outlets": [..], "stuck_ports": [..],
-     "reboot_secs": 0}
+     "reboot_secs": 0, "silent_after_set_gets": null}
 
 Every access holds an exclusive flock on STATE.lock and re-reads the file, and every write
 replaces it atomically, so the backends and the test never see half a state. Every SET
@@ -24,9 +24,15 @@ every outlet command to STATE.switches with its time: "<unix time> outlet=N on|o
 with "-ignored" appended when the outlet is stuck.
 
 Stuck outlets and ports acknowledge SETs but never change, like a welded relay or a switch
-that ignores the command. Errors follow what a real agent answers: a SET of the wrong type is
-wrongType, of a read-only column notWritable, of a missing row noCreation, of an out-of-range
-value wrongValue.
+that ignores the command.
+
+With "silent_after_set_gets": N, a backend that has taken a SET answers N more get or getnext
+commands (snmpd reads each varbind before it writes it, so a second SET counts one), then
+stops answering until snmpd exits; snmpd, which waits for its backend, goes silent with it:
+an agent that dies in the middle of a fence.
+
+Errors follow what a real agent answers: a SET of the wrong type is wrongType, of a read-only
+column notWritable, of a missing row noCreation, of an out-of-range value wrongValue.
 
 Standard library only: snmpd runs it with whatever python3 the machine has.
 """
@@ -314,7 +320,35 @@ def log_set(oid, typ, raw, result):
         f.write(f"{oid_s(oid)} {typ} {raw} {result}\n")
 
 
+# Reads answered since this backend took its first SET; None before it.
+GETS_AFTER_SET = None
+# The longest a silenced backend sleeps, should the harness not kill it.
+SILENCE_SECS = 600
+
+
+def silence_if_due():
+    """Hangs when the configured number of reads after a SET has been answered."""
+    global GETS_AFTER_SET
+    if GETS_AFTER_SET is None:
+        return
+    with Locked() as st:
+        limit = st.s.get("silent_after_set_gets")
+    if limit is None:
+        return
+    if GETS_AFTER_SET >= limit:
+        # Silent until snmpd is gone (this process is re-parented) or the bound passes.
+        parent = os.getppid()
+        until = time.time() + SILENCE_SECS
+        while os.getppid() == parent and time.time() < until:
+            time.sleep(0.05)
+        sys.exit(0)
+    GETS_AFTER_SET += 1
+
+
 def handle(cmd, rd):
+    global GETS_AFTER_SET
+    if cmd in ("get", "getnext"):
+        silence_if_due()
     if cmd == "get":
         o = oid_t(rd())
         if o not in TABLE:
@@ -348,6 +382,8 @@ def handle(cmd, rd):
                     with Locked() as st:
                         result = setter(st, value) or "DONE"
         log_set(o, typ, raw, result)
+        if GETS_AFTER_SET is None:
+            GETS_AFTER_SET = 0
         return result + "\n"
     return "NONE\n"
 

@@ -124,6 +124,11 @@ pub struct SnmpdOptions {
     pub stuck_ports: Vec<u32>,
     /// How long a rebooted outlet stays off; 0 turns it on again at once.
     pub reboot_secs: u64,
+    /// After a SET, a backend answers this many single-OID reads (one per varbind of a GET,
+    /// and one before each further SET: snmpd reads a varbind before it writes it), then
+    /// stops answering, and with it the whole agent: a switch or PDU that dies while
+    /// the driver confirms. `None` answers forever.
+    pub silent_after_set_gets: Option<u32>,
 }
 
 impl Default for SnmpdOptions {
@@ -135,6 +140,7 @@ impl Default for SnmpdOptions {
             stuck_outlets: Vec::new(),
             stuck_ports: Vec::new(),
             reboot_secs: 0,
+            silent_after_set_gets: None,
         }
     }
 }
@@ -455,6 +461,7 @@ fn initial_state(options: &SnmpdOptions) -> Value {
         "stuck_outlets": options.stuck_outlets,
         "stuck_ports": options.stuck_ports,
         "reboot_secs": options.reboot_secs,
+        "silent_after_set_gets": options.silent_after_set_gets,
     })
 }
 

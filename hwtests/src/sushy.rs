@@ -45,6 +45,9 @@ pub struct SushyOptions {
     /// once, so that the test rig can wire it to a host (see `sushy_emulator.py`,
     /// `WK_POWER_DIR`); `power_delay_s` then does not apply.
     pub power_dir: Option<PathBuf>,
+    /// Once a reset was accepted, answer this many more GETs, then nothing (a BMC that dies
+    /// in the middle of a fence); `None` answers forever.
+    pub silent_after_reset_gets: Option<u32>,
 }
 
 impl Default for SushyOptions {
@@ -56,6 +59,7 @@ impl Default for SushyOptions {
             power_delay_s: 0,
             sessions: true,
             power_dir: None,
+            silent_after_reset_gets: None,
         }
     }
 }
@@ -148,6 +152,9 @@ impl Sushy {
         }
         if let Some(power_dir) = &options.power_dir {
             command.env("WK_POWER_DIR", power_dir);
+        }
+        if let Some(gets) = options.silent_after_reset_gets {
+            command.env("WK_SILENT_AFTER_RESET_GETS", gets.to_string());
         }
         let child = command
             .arg(&script)

@@ -18,6 +18,10 @@ WK_POWER_DIR
     1 (on) or 0 (off) and is switched at once (no delay); while `<uuid>.ignore-off` exists,
     an off is acknowledged and ignored (a lying BMC); every switch is appended to `<uuid>.log`
     as `<unix time> power=0|1|0-ignored`.
+WK_SILENT_AFTER_RESET_GETS
+    Once a ComputerSystem.Reset was accepted, this many more GETs are answered, then no
+    request is answered any more (a BMC that dies in the middle of a fence): each is held
+    until the emulator is stopped.
 """
 import base64
 import json
@@ -154,6 +158,30 @@ class Sessions:
         return self.reply(start_response, captured["status"], doc)
 
 
+class SilentAfterReset:
+    """WSGI middleware: answers WK_SILENT_AFTER_RESET_GETS GETs after the first reset, then
+    holds every request (bounded by SILENCE_SECS; the harness stops the emulator long before)."""
+
+    SILENCE_SECS = 600
+
+    def __init__(self, app, gets):
+        self.app = app
+        self.gets = gets
+        self.answered = None  # GETs answered since the first reset; None before it
+
+    def __call__(self, env, start_response):
+        if self.answered is not None and self.answered >= self.gets:
+            time.sleep(self.SILENCE_SECS)
+        path = env.get("PATH_INFO", "")
+        method = env.get("REQUEST_METHOD", "GET")
+        if method == "POST" and path.endswith("/Actions/ComputerSystem.Reset"):
+            if self.answered is None:
+                self.answered = 0
+        elif method == "GET" and self.answered is not None:
+            self.answered += 1
+        return self.app(env, start_response)
+
+
 _configure = emu_main.app.configure
 
 
@@ -163,6 +191,9 @@ def configure(*args, **kwargs):
     auth_file = emu_main.app.config.get("SUSHY_EMULATOR_AUTH_FILE")
     if log_path and auth_file and not isinstance(emu_main.app.wsgi_app, Sessions):
         emu_main.app.wsgi_app = Sessions(emu_main.app.wsgi_app, auth_file, log_path)
+    silent = os.environ.get("WK_SILENT_AFTER_RESET_GETS")
+    if silent is not None and not isinstance(emu_main.app.wsgi_app, SilentAfterReset):
+        emu_main.app.wsgi_app = SilentAfterReset(emu_main.app.wsgi_app, int(silent))
 
 
 emu_main.app.configure = configure

@@ -168,21 +168,56 @@ fn a_stuck_port_is_unconfirmed_and_named() {
     rt().block_on(async {
         let started = Instant::now();
         let e = device
-            .off(ALPHA, Instant::now() + Duration::from_millis(800))
+            .off(ALPHA, Instant::now() + Duration::from_millis(1500))
             .await
             .expect_err("a port that stays up must not confirm off");
         assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
         assert!(e.message.contains("ifIndex 2 admin up(1)"), "{e}");
         assert!(!e.message.contains("ifIndex 1 "), "port 1 went down: {e}");
+        let elapsed = started.elapsed();
         assert!(
-            started.elapsed() < Duration::from_millis(1500),
-            "deadline overrun"
+            elapsed < Duration::from_millis(2200),
+            "deadline overrun: {elapsed:?}"
         );
         // The healthy path was still shut.
         assert!(!agent.port_admin_up(1));
         assert!(agent.port_admin_up(2));
         assert_eq!(device.status(ALPHA, deadline(5)).await, Ok(PowerState::On));
     });
+}
+
+/// The switch answers the SETs and the first read-back (port 2 still up), then stops
+/// answering altogether. What is known at the deadline is that port 2 was seen up after the
+/// SET: the fence is unconfirmed and names it, it is not reported as a silent switch.
+#[test]
+fn a_switch_silent_after_the_first_read_back_leaves_the_fence_unconfirmed() {
+    let agent = Snmpd::start(&SnmpdOptions {
+        stuck_ports: vec![2],
+        // snmpd's read of port 2 before its SET, then one read-back: ifAdminStatus and
+        // ifOperStatus of both ports.
+        silent_after_set_gets: Some(5),
+        ..SnmpdOptions::default()
+    });
+    let mut device = device(&agent, v2c(V2C_RW_COMMUNITY));
+    rt().block_on(async {
+        let started = Instant::now();
+        let e = device
+            .off(ALPHA, Instant::now() + Duration::from_secs(2))
+            .await
+            .expect_err("a port seen up must not confirm off");
+        let elapsed = started.elapsed();
+        assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
+        assert!(e.message.contains("ifIndex 2 admin up(1)"), "{e}");
+        assert!(e.message.contains("after 2 reads"), "{e}");
+        assert!(
+            elapsed < Duration::from_millis(2700),
+            "deadline overrun: {elapsed:?}"
+        );
+        // Before the SETs, the answered read-back, and the one left unanswered.
+        assert_eq!(device.stats().reads, 3, "{:?}", device.stats());
+    });
+    let sets = agent.sets();
+    assert_eq!(sets.len(), 2, "{sets:?}");
 }
 
 #[test]

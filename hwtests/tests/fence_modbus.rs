@@ -175,6 +175,32 @@ fn a_node_with_two_supplies_is_off_only_when_both_are_and_a_stuck_one_is_named()
         .contains(&"unit=1 fc=5 addr=4 value=0".to_owned()));
 }
 
+/// The PDU takes the writes and answers the first read-back (coil 4 still on), then stops
+/// answering: what is known at the deadline is that coil 4 was seen on after its write, so
+/// the fence is unconfirmed naming it, not reported as a silent PDU.
+#[test]
+fn a_pdu_silent_after_the_first_read_back_leaves_the_fence_unconfirmed() {
+    let pdu = ModbusPdu::start_tcp(&ModbusPduOptions::default());
+    let mut params = params(pdu.address(), &[("beta", vec![coil(1, 3), coil(1, 4)])]);
+    params.request_timeout = Duration::from_millis(300);
+    let mut dev = device(params);
+    pdu.set_stuck(1, 4, true);
+    // One read-back: coil 3, then coil 4.
+    pdu.set_silent_after_write_reads(Some(2));
+    rt().block_on(async {
+        let message = within(2000, 700, async {
+            expect_err(
+                dev.off("beta", deadline(2000)).await,
+                FenceErrorKind::Unconfirmed,
+            )
+        })
+        .await;
+        assert!(message.contains("coil 4 on unit 1"), "{message}");
+        assert!(message.contains("after 1 reads"), "{message}");
+    });
+    assert!(!pdu.outlet(3) && pdu.outlet(4));
+}
+
 #[test]
 fn outlets_on_two_unit_ids_are_switched_together() {
     let options = ModbusPduOptions {

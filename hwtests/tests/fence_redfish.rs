@@ -328,8 +328,7 @@ fn bmc_that_accepts_off_but_stays_on_is_unconfirmed() {
     let sushy = start(&options);
     let mut device = RedfishDevice::new("rf", NODE, params(&sushy)).expect("device");
     let started = Instant::now();
-    // Long enough that a loaded machine's slow answer does not turn the last readback into a
-    // timeout: what is checked is the kind the driver gives to "accepted, still On".
+    // What is checked is the kind the driver gives to "accepted, still On".
     let e = rt()
         .block_on(device.off(NODE, started + Duration::from_secs(5)))
         .expect_err("never off");
@@ -340,6 +339,36 @@ fn bmc_that_accepts_off_but_stays_on_is_unconfirmed() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// The BMC accepts the reset and answers the first read-back (still On), then stops
+/// answering: at the deadline the fence is unconfirmed with the state last read, not reported
+/// as a silent BMC.
+#[test]
+fn bmc_silent_after_the_first_read_back_leaves_the_fence_unconfirmed() {
+    let options = SushyOptions {
+        power_delay_s: 3600,
+        silent_after_reset_gets: Some(1),
+        ..SushyOptions::default()
+    };
+    let sushy = start(&options);
+    let mut device = RedfishDevice::new(
+        "rf",
+        NODE,
+        RedfishParams {
+            request_timeout: Duration::from_millis(500),
+            ..params(&sushy)
+        },
+    )
+    .expect("device");
+    let started = Instant::now();
+    let e = rt()
+        .block_on(device.off(NODE, started + Duration::from_secs(3)))
+        .expect_err("never off");
+    let elapsed = started.elapsed();
+    assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
+    assert!(e.message.contains("still reports On after 2 reads"), "{e}");
+    assert!(elapsed < Duration::from_millis(3700), "{elapsed:?}");
 }
 
 #[test]

@@ -7,7 +7,8 @@
 //! - `off` returns `Ok` only once the device itself reports the target off, by reading the
 //!   power state (or outlet state, or port state) back — never on the strength of the command's
 //!   own reply. A device that acknowledges "off" and keeps reporting "on" until the deadline is
-//!   [`FenceErrorKind::Unconfirmed`].
+//!   [`FenceErrorKind::Unconfirmed`], also when the deadline (or the device going silent) cuts
+//!   a later read-back short: the last answer read is the one reported.
 //! - Errors carry a [`FenceErrorKind`] so the engine can choose between retrying and moving to
 //!   the next fencing level without knowing the driver.
 //! - No policy: a driver never decides whether to fence, it does what it is told and reports the

@@ -420,8 +420,25 @@ impl ModbusDevice {
         }
         // Bounded by the deadline: each round either returns or sleeps a nonzero interval.
         let mut polls = 0u32;
+        // The outlets still pending at the last answered read-back, once there is one.
+        let mut last_pending: Option<Vec<Outlet>> = None;
         loop {
-            let states = self.read_all(outlets, deadline).await?;
+            let states = match self.read_all(outlets, deadline).await {
+                Ok(states) => states,
+                // The writes were accepted and an earlier read-back was answered: the deadline
+                // cutting a later read leaves that answer the last word.
+                Err(e) if e.kind() == FenceErrorKind::Timeout => match last_pending {
+                    Some(pending) => {
+                        return Err(ModbusError::Unconfirmed {
+                            wanted: want,
+                            pending,
+                            polls,
+                        })
+                    }
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
             polls = polls.saturating_add(1);
             let pending = pending(outlets, &states, want);
             if pending.is_empty() {
@@ -435,6 +452,7 @@ impl ModbusDevice {
                     polls,
                 });
             }
+            last_pending = Some(pending);
             tokio::time::sleep_until(next).await;
         }
     }

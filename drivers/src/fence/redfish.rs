@@ -284,16 +284,18 @@ impl RedfishDevice {
             let next = Instant::now() + pause;
             pause = (pause * 2).clamp(FIRST_POLL, self.params.poll_interval.max(FIRST_POLL));
             if next >= deadline {
-                return Err(self.error(
-                    FenceErrorKind::Unconfirmed,
-                    format!(
-                        "{reset} accepted but {system} still reports {} after {polls} reads",
-                        state_word(state)
-                    ),
-                ));
+                return Err(self.unconfirmed(reset, system, state, polls));
             }
             tokio::time::sleep_until(next).await;
-            state = self.power_state(session, system, deadline).await?;
+            state = match self.power_state(session, system, deadline).await {
+                Ok(state) => state,
+                // The reset was accepted and the state is known from an earlier read: the
+                // deadline cutting a later read leaves that the last word.
+                Err(e) if e.kind == FenceErrorKind::Timeout => {
+                    return Err(self.unconfirmed(reset, system, state, polls))
+                }
+                Err(e) => return Err(e),
+            };
             polls += 1;
             if state == want {
                 return Ok(Outcome {
@@ -303,6 +305,16 @@ impl RedfishDevice {
                 });
             }
         }
+    }
+
+    fn unconfirmed(&self, reset: &str, system: &str, state: PowerState, polls: u32) -> FenceError {
+        self.error(
+            FenceErrorKind::Unconfirmed,
+            format!(
+                "{reset} accepted but {system} still reports {} after {polls} reads",
+                state_word(state)
+            ),
+        )
     }
 
     async fn power_state(

@@ -719,9 +719,26 @@ impl Active {
         };
         self.control(control, deadline).await?;
         let polls_before = self.polls;
+        // The state of the last answered read-back, once there is one.
+        let mut last_seen = None;
         // Bounded by the deadline: each round either returns or waits at least poll_interval.
         loop {
-            let seen = self.power_state(deadline).await?;
+            let seen = match (self.power_state(deadline).await, last_seen) {
+                (Ok(seen), _) => seen,
+                // The command was accepted and an earlier read answered: a read cut by the
+                // deadline (a BMC slow or gone at the last moment) leaves that answer the last
+                // word, which is unconfirmed, not a BMC that stopped answering.
+                (Err(IpmiError::Timeout { .. }), Some(seen)) => {
+                    return Err(IpmiError::Unconfirmed {
+                        address: self.address,
+                        wanted: want,
+                        seen,
+                        polls: self.polls - polls_before,
+                    })
+                }
+                (Err(e), _) => return Err(e),
+            };
+            last_seen = Some(seen);
             if seen == want {
                 return Ok(Confirmed {
                     state: want,

@@ -220,7 +220,7 @@ impl IfMibDevice {
         // missing row would come back as notWritable, which says nothing about the row.
         let check_oper = want == PowerState::Off && self.params.check_oper_status;
         self.read(session, ports, check_oper, deadline).await?;
-        let mut polls = 1;
+        let mut polls: u32 = 1;
         let value = match want {
             PowerState::Off => ADMIN_DOWN,
             PowerState::On => ADMIN_UP,
@@ -238,8 +238,20 @@ impl IfMibDevice {
         // immediate (switches apply ifAdminStatus within milliseconds), later ones back off to
         // the configured interval.
         let mut pause = FIRST_POLL;
+        // The ports still pending at the last answered read-back, once there is one.
+        let mut last_pending: Option<Vec<String>> = None;
         loop {
-            let states = self.read(session, ports, check_oper, deadline).await?;
+            let states = match self.read(session, ports, check_oper, deadline).await {
+                Ok(states) => states,
+                // The SETs were accepted and an earlier read-back was answered: the deadline
+                // cutting a later read leaves that answer the last word, which is unconfirmed,
+                // not a silent switch.
+                Err(e) if e.kind == FenceErrorKind::Timeout => match last_pending {
+                    Some(pending) => return Err(self.unconfirmed(value, want, polls, &pending)),
+                    None => return Err(e),
+                },
+                Err(e) => return Err(e),
+            };
             polls += 1;
             let pending = pending(want, ports, &states);
             if pending.is_empty() {
@@ -251,22 +263,33 @@ impl IfMibDevice {
             }
             let next = Instant::now() + pause;
             if next >= deadline {
-                return Err(self.error(
-                    FenceErrorKind::Unconfirmed,
-                    format!(
-                        "ifAdminStatus set to {} but after {polls} reads still {}: {}",
-                        admin_word(value),
-                        match want {
-                            PowerState::Off => "up",
-                            PowerState::On => "down",
-                        },
-                        pending.join(", ")
-                    ),
-                ));
+                return Err(self.unconfirmed(value, want, polls, &pending));
             }
+            last_pending = Some(pending);
             pause = (pause * 2).min(self.params.poll_interval.max(FIRST_POLL));
             tokio::time::sleep_until(next).await;
         }
+    }
+
+    fn unconfirmed(
+        &self,
+        value: i64,
+        want: PowerState,
+        polls: u32,
+        pending: &[String],
+    ) -> FenceError {
+        self.error(
+            FenceErrorKind::Unconfirmed,
+            format!(
+                "ifAdminStatus set to {} but after {polls} reads still {}: {}",
+                admin_word(value),
+                match want {
+                    PowerState::Off => "up",
+                    PowerState::On => "down",
+                },
+                pending.join(", ")
+            ),
+        )
     }
 
     /// ifAdminStatus (and ifOperStatus when asked and the switch has it) of every port, in
