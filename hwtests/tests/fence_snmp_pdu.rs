@@ -304,7 +304,9 @@ fn silence_stops_at_the_deadline_not_after_all_retries() {
         assert_eq!(e.kind, FenceErrorKind::Timeout);
         let elapsed = started.elapsed();
         assert!(
-            elapsed >= Duration::from_millis(650) && elapsed < Duration::from_millis(1000),
+            // An overrun would be a whole request timeout (2 s); the slack is for a loaded
+            // machine's late timer.
+            elapsed >= Duration::from_millis(650) && elapsed < Duration::from_millis(1300),
             "{elapsed:?}"
         );
     });

@@ -147,7 +147,9 @@ fn a_frozen_agent_stops_feeding_at_once() {
     agent.sigstop().expect("sigstop");
     let frozen = Instant::now();
     std::thread::sleep(Duration::from_millis(1500));
-    // A feed already in the pipe when the signal landed may still arrive a moment later.
+    // A feed already written when the signal landed may still be read a moment later (the
+    // reader's time stamp, on a loaded machine): one, within an interval. An agent that kept
+    // feeding would have written about fifteen.
     let late: Vec<Duration> = s
         .fifo
         .feeds()
@@ -156,7 +158,7 @@ fn a_frozen_agent_stops_feeding_at_once() {
         .map(|t| t - frozen)
         .collect();
     assert!(
-        late.iter().all(|&d| d < Duration::from_millis(20)),
+        late.len() <= 1 && late.iter().all(|&d| d < INTERVAL),
         "fed while frozen: {late:?} after SIGSTOP"
     );
     assert!(!s.fifo.magic_closed());

@@ -365,7 +365,8 @@ mod tests {
             "{result:?}"
         );
         let elapsed = started.elapsed();
-        assert!(elapsed < Duration::from_millis(750), "{elapsed:?}");
+        // Not the 1000 s sleep: the deadline, plus slack for a loaded machine's late timer.
+        assert!(elapsed < Duration::from_millis(1100), "{elapsed:?}");
         let pid = std::fs::read_to_string(&pidfile).expect("pid file");
         let pid: i32 = pid.trim().parse().expect("pid");
         // SIGKILL was sent to the group; the process ends when it is next scheduled, which on
