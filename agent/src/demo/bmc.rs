@@ -14,9 +14,7 @@
 //! - One UDP socket per BMC on a free port of 127.0.0.1; one user (name and password given),
 //!   privilege up to administrator. Cipher suites 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96, AES-CBC-128)
 //!   and 17 (the SHA-256 forms); any other proposal is refused with status 0x11 (no cipher
-//!   suite match). Suite 17 derives K1 and K2 as the agent's driver does (HMAC of a 32-byte
-//!   constant); ipmitool 1.8.19 uses a 20-byte constant there, so ipmitool reaches this BMC
-//!   with suite 3 only.
+//!   suite match). `ipmitool -C 3` and `-C 17` both log in.
 //! - Served: Get Channel Authentication Capabilities (before and inside a session), Open
 //!   Session, RAKP 1–4, Set Session Privilege Level, Get Device ID, Get Chassis Status, Chassis
 //!   Control (power down, up, cycle, hard reset) and Close Session. Any other command is
@@ -1184,26 +1182,81 @@ mod tests {
         use drivers::fence::ipmi::{IpmiDevice, IpmiParams};
         use drivers::fence::{FenceDevice as _, PowerState};
         use drivers::secret::Secret;
-        let (tx, mut rx) = mpsc::channel(8);
-        let bmc = Bmc::start(1, USER, PASSWORD, tx).await.expect("bmc");
-        let mut params = IpmiParams::new(bmc.address(), USER, Secret::new(PASSWORD));
-        params.poll_interval = Duration::from_millis(20);
-        let mut device = IpmiDevice::new("bmc-beta", "beta", params).expect("driver");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        assert_eq!(
-            device.status("beta", deadline).await.expect("status"),
-            PowerState::On
+        for suite in SUITES {
+            let (tx, mut rx) = mpsc::channel(8);
+            let bmc = Bmc::start(1, USER, PASSWORD, tx).await.expect("bmc");
+            let mut params = IpmiParams::new(bmc.address(), USER, Secret::new(PASSWORD));
+            params.poll_interval = Duration::from_millis(20);
+            params.cipher_suite = suite;
+            let mut device = IpmiDevice::new("bmc-beta", "beta", params).expect("driver");
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            assert_eq!(
+                device.status("beta", deadline).await.expect("status"),
+                PowerState::On,
+                "suite {suite}"
+            );
+            device.off("beta", deadline).await.expect("off");
+            assert!(!bmc.powered());
+            let e = rx.recv().await.expect("event");
+            assert_eq!((e.bmc, e.action), (1, ChassisAction::Off));
+            device.on("beta", deadline).await.expect("on");
+            assert!(bmc.powered());
+            // A BMC that stops answering makes the driver fail within its deadline.
+            bmc.set_answering(false);
+            let short = tokio::time::Instant::now() + Duration::from_millis(300);
+            assert!(device.status("beta", short).await.is_err());
+        }
+    }
+
+    /// Whether ipmitool is installed; CI must have it.
+    fn ipmitool_installed() -> bool {
+        if std::process::Command::new("ipmitool")
+            .arg("-V")
+            .output()
+            .is_ok()
+        {
+            return true;
+        }
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ipmitool is missing (scripts/deps-fence.sh installs it)"
         );
-        device.off("beta", deadline).await.expect("off");
+        println!("SKIPPED: ipmitool is not installed (scripts/deps-fence.sh installs it)");
+        false
+    }
+
+    /// Suite 17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128) with ipmitool as the client:
+    /// the K1 and K2 this BMC and the agent's driver derive are the ones ipmitool derives.
+    #[tokio::test]
+    async fn ipmitool_lanplus_logs_in_with_the_sha256_suite() {
+        if !ipmitool_installed() {
+            return;
+        }
+        let (tx, mut rx) = mpsc::channel(8);
+        let bmc = Bmc::start(0, USER, PASSWORD, tx).await.expect("bmc");
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "status"]).await;
+        assert!(ok && out.contains("Chassis Power is on"), "{out}{err}");
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "off"]).await;
+        assert!(ok && out.contains("Down/Off"), "{out}{err}");
+        assert_eq!(rx.recv().await.map(|e| e.action), Some(ChassisAction::Off));
         assert!(!bmc.powered());
-        let e = rx.recv().await.expect("event");
-        assert_eq!((e.bmc, e.action), (1, ChassisAction::Off));
-        device.on("beta", deadline).await.expect("on");
+        let (ok, out, err) =
+            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "on"]).await;
+        assert!(ok && out.contains("Up/On"), "{out}{err}");
         assert!(bmc.powered());
-        // A BMC that stops answering makes the driver fail within its deadline.
-        bmc.set_answering(false);
-        let short = tokio::time::Instant::now() + Duration::from_millis(300);
-        assert!(device.status("beta", short).await.is_err());
+        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "17", "mc", "info"]).await;
+        assert!(ok && out.contains("IPMI Version"), "{out}{err}");
+        assert!(bmc.shared.state.lock().is_ok_and(|s| s.sessions.is_empty()));
+        let (ok, out, err) = ipmitool(
+            &bmc,
+            "not-the-password",
+            &["-C", "17", "-v", "chassis", "power", "off"],
+        )
+        .await;
+        assert!(!ok, "a wrong password was accepted: {out}{err}");
+        assert!(bmc.powered(), "a refused login switched power off");
     }
 
     /// Runs `ipmitool -I lanplus` against `bmc` with `args` (`-C SUITE` among them); exit
@@ -1245,16 +1298,7 @@ mod tests {
 
     #[tokio::test]
     async fn ipmitool_lanplus_reads_and_switches_the_chassis_and_refuses_a_wrong_password() {
-        if std::process::Command::new("ipmitool")
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
-                "ipmitool is missing (scripts/deps-fence.sh installs it)"
-            );
-            println!("SKIPPED: ipmitool is not installed (scripts/deps-fence.sh installs it)");
+        if !ipmitool_installed() {
             return;
         }
         let (tx, mut rx) = mpsc::channel(8);

@@ -80,8 +80,10 @@ for suite, (h, full, trunc, a_alg, i_alg, c_alg) in SUITES.items():
     rakp2 = mac(h, PASSWORD, le32(SIDC) + le32(SIDM) + RC + RM + GUID + ulen_user)
     rakp3 = mac(h, PASSWORD, RM + le32(SIDC) + ulen_user)
     sik = mac(h, PASSWORD, RC + RM + ulen_user)
-    k1 = mac(h, sik, b"\x01" * full)
-    k2 = mac(h, sik, b"\x02" * full)
+    # Const 1 and Const 2 are 20 bytes for every suite (section 13.32), also the SHA-256
+    # ones: as ipmitool, FreeIPMI and OpenBMC's netipmid derive them.
+    k1 = mac(h, sik, b"\x01" * 20)
+    k2 = mac(h, sik, b"\x02" * 20)
     rakp4 = mac(h, sik, RC + le32(SIDM) + GUID)[:trunc]
     emit(p + "RAKP2_CODE", rakp2)
     emit(p + "RAKP3_CODE", rakp3)

@@ -185,14 +185,18 @@ pub fn rakp4_icv(suite: &CipherSuite, sik: &[u8], i: &RakpInputs<'_>) -> Vec<u8>
 }
 
 /// Additional key `n` (K1 for integrity, K2 for confidentiality): HMAC_SIK of the constant made
-/// of the byte `n` repeated to the hash's length.
+/// of the byte `n` repeated 20 times (section 13.32).
+///
+/// Twenty bytes for the SHA-256 suites too: the specification sizes the constants for SHA-1
+/// and says nothing else for the suites added later, and ipmitool, FreeIPMI and OpenBMC's
+/// netipmid all keep them at 20 bytes. A client that lengthened them to the hash's 32 bytes
+/// would fail every suite 17 session with those BMCs at the first integrity check.
 pub fn additional_key(hash: Hash, sik: &[u8], n: u8) -> Vec<u8> {
-    let len = match hash {
-        Hash::Sha1 => 20,
-        Hash::Sha256 => 32,
-    };
-    hmac(hash, sik, &[&vec![n; len]])
+    hmac(hash, sik, &[&[n; KEY_CONSTANT_LEN]])
 }
+
+/// Length of the constants K1 and K2 are derived from, for every suite.
+const KEY_CONSTANT_LEN: usize = 20;
 
 /// The auth code of a session packet: HMAC_K1 over auth type through next header, truncated
 /// (HMAC-SHA1-96 or HMAC-SHA256-128).
