@@ -436,75 +436,68 @@ fn read_only_community_is_refused() {
     assert!(snmpd.outlet_on(2));
 }
 
-#[test]
-fn stuck_outlet_is_unconfirmed_naming_it() {
-    let snmpd = Snmpd::start(&SnmpdOptions {
+/// An Eaton PDU whose outlet 4 acknowledges every command and never switches.
+fn eaton_with_outlet_4_stuck(silent_after_set_gets: Option<u32>) -> Snmpd {
+    Snmpd::start(&SnmpdOptions {
         outlets: 8,
         ports: 0,
         model: PduModel::EatonEpdu,
         stuck_outlets: vec![4],
+        silent_after_set_gets,
         ..SnmpdOptions::default()
-    });
+    })
+}
+
+/// `off` of a node fed by outlets 3 and 4 that must fail `Unconfirmed` naming outlet 4 within
+/// `budget` plus slack for a loaded machine; the device, for more checks.
+async fn off_is_unconfirmed_naming_outlet_4(snmpd: &Snmpd, budget: Duration) -> SnmpPduDevice {
+    let mut device = pdu(
+        v2c(snmpd.address(), V2C_RW_COMMUNITY),
+        PduProfile::Auto,
+        vec![OutletRef::Number(3), OutletRef::Number(4)],
+    );
+    let started = Instant::now();
+    let e = device
+        .off(NODE, Instant::now() + budget)
+        .await
+        .expect_err("an outlet seen on must not confirm off");
+    let elapsed = started.elapsed();
+    assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
+    assert!(e.message.contains("outlet 4 still read on"), "{e}");
+    assert!(
+        elapsed < budget + Duration::from_millis(700),
+        "deadline overrun: {elapsed:?}"
+    );
+    assert!(!snmpd.outlet_on(3));
+    assert!(snmpd.outlet_on(4));
+    device
+}
+
+#[test]
+fn stuck_outlet_is_unconfirmed_naming_it() {
+    let snmpd = eaton_with_outlet_4_stuck(None);
     rt().block_on(async {
-        let mut device = pdu(
-            v2c(snmpd.address(), V2C_RW_COMMUNITY),
-            PduProfile::Auto,
-            vec![OutletRef::Number(3), OutletRef::Number(4)],
-        );
-        let started = Instant::now();
-        let e = device
-            .off(NODE, Instant::now() + Duration::from_millis(1500))
-            .await
-            .expect_err("stuck");
-        let elapsed = started.elapsed();
-        assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
-        assert!(e.message.contains("outlet 4 still read on"), "{e}");
-        assert!(elapsed < Duration::from_millis(2200), "{elapsed:?}");
+        let mut device =
+            off_is_unconfirmed_naming_outlet_4(&snmpd, Duration::from_millis(1500)).await;
         assert_eq!(
             device.status(NODE, deadline(5)).await,
             Ok(PowerState::On),
             "one outlet still feeds the node"
         );
     });
-    assert!(!snmpd.outlet_on(3));
-    assert!(snmpd.outlet_on(4));
 }
 
 /// The PDU answers the commands and the first read-back (outlet 4 still on), then stops
 /// answering: at the deadline the fence is unconfirmed naming outlet 4, not a silent PDU.
 #[test]
 fn a_pdu_silent_after_the_first_read_back_leaves_the_fence_unconfirmed() {
-    let snmpd = Snmpd::start(&SnmpdOptions {
-        outlets: 8,
-        ports: 0,
-        model: PduModel::EatonEpdu,
-        stuck_outlets: vec![4],
-        // snmpd's read of outlet 4 before its command, then one read-back: the state of
-        // outlets 3 and 4.
-        silent_after_set_gets: Some(3),
-        ..SnmpdOptions::default()
-    });
-    rt().block_on(async {
-        let mut device = pdu(
-            v2c(snmpd.address(), V2C_RW_COMMUNITY),
-            PduProfile::Auto,
-            vec![OutletRef::Number(3), OutletRef::Number(4)],
-        );
-        let started = Instant::now();
-        let e = device
-            .off(NODE, Instant::now() + Duration::from_secs(2))
-            .await
-            .expect_err("an outlet seen on must not confirm off");
-        let elapsed = started.elapsed();
-        assert_eq!(e.kind, FenceErrorKind::Unconfirmed, "{e}");
-        assert!(e.message.contains("outlet 4 still read on"), "{e}");
-        assert!(
-            elapsed < Duration::from_millis(2700),
-            "deadline overrun: {elapsed:?}"
-        );
-    });
-    assert!(!snmpd.outlet_on(3));
-    assert!(snmpd.outlet_on(4));
+    // snmpd's read of outlet 4 before its command, then one read-back: the state of outlets
+    // 3 and 4.
+    let snmpd = eaton_with_outlet_4_stuck(Some(3));
+    rt().block_on(off_is_unconfirmed_naming_outlet_4(
+        &snmpd,
+        Duration::from_secs(2),
+    ));
 }
 
 #[test]
