@@ -347,3 +347,33 @@ async fn bmc_that_goes_silent_is_timeout() {
     );
     assert!(!sim.power_on(), "the command itself got through");
 }
+
+/// The BMC acknowledges the power-off, answers the first read-back (still on: it ignores
+/// the command), then is never heard again. What is known at the deadline is that it read on
+/// after the command: the fence is unconfirmed with that state, not a BMC that went silent.
+#[tokio::test]
+async fn bmc_silent_after_the_first_read_back_is_unconfirmed() {
+    let sim = IpmiSim::start(&IpmiSimConfig {
+        behaviour: PowerBehaviour::IgnoreOff,
+        ..IpmiSimConfig::default()
+    });
+    // Capabilities, open session, RAKP 1, RAKP 3, set privilege, chassis control and the
+    // first power read pass; everything after is lost.
+    let relay = Relay::start(sim.address(), |n| n >= 7).await;
+    let mut p = params(&sim, 3);
+    p.address = relay.address;
+    // No retransmission before the first answer, even on a loaded machine: a resent
+    // datagram would shift the count above.
+    p.retransmit_initial = Duration::from_millis(500);
+    let mut dev = device(p);
+    let wait = Duration::from_millis(2500);
+    let start = Instant::now();
+    let err = dev.off(TARGET, start + wait).await.unwrap_err();
+    assert_eq!(err.kind(), FenceErrorKind::Unconfirmed, "{err}");
+    assert!(
+        err.to_string().contains("still reports On after 1 reads"),
+        "{err}"
+    );
+    assert!(start.elapsed() < wait + Duration::from_millis(700));
+    assert!(sim.power_on());
+}
