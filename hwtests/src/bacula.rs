@@ -413,16 +413,27 @@ impl BaculaCluster {
             let reports: Vec<Option<Value>> = (0..2)
                 .map(|i| if alive[i] { self.resources(i) } else { None })
                 .collect();
-            let holders = (0..2)
-                .filter(|&i| {
-                    self.bmcs[i].power_on()
-                        && reports[i].as_ref().is_some_and(|r| {
-                            r["holds"] == Value::Bool(true) && r["role"] != "SelfFencing"
-                        })
-                })
-                .count();
-            if holders > 1 {
-                return Err(BaculaError::TwoHolders(format!("{reports:?}")));
+            let holding = |i: usize, report: &Option<Value>| {
+                self.bmcs[i].power_on()
+                    && report.as_ref().is_some_and(|r| {
+                        r["holds"] == Value::Bool(true) && r["role"] != "SelfFencing"
+                    })
+            };
+            if (0..2).all(|i| holding(i, &reports[i])) {
+                // The two reports are taken one after the other, each by a command that takes
+                // a while on a loaded machine: node 0's may predate a handover that node 1's
+                // already shows. Node 0 is asked again; still holding in the same epoch, it
+                // held all along, so both held at the moment node 1 was asked.
+                let again = self.resources(0);
+                let same_epoch =
+                    again.as_ref().map(|r| &r["epoch"]) == reports[0].as_ref().map(|r| &r["epoch"]);
+                if holding(0, &again) && same_epoch {
+                    return Err(BaculaError::TwoHolders(format!(
+                        "{reports:?} then {again:?}"
+                    )));
+                }
+                thread::sleep(POLL);
+                continue;
             }
             let vip_owners: Vec<&str> = (0..2)
                 .filter(|&i| self.bmcs[i].power_on() && self.has_vip(i))
@@ -444,6 +455,56 @@ impl BaculaCluster {
             waited: timeout,
             detail: format!(": {last:?}"),
         })
+    }
+
+    /// Replays both agents' logs from `since`, when node `from` held the whole group, and
+    /// fails at the first moment both ran a resource of it: the agents' own record of every
+    /// completed start and stop, which a planned handover must order strictly (the releasing
+    /// node's last stop before the taking node's first start).
+    pub fn check_handover_since(
+        &self,
+        since: std::time::SystemTime,
+        from: usize,
+    ) -> Result<usize, String> {
+        let secs = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default()
+        };
+        let t0 = secs(since);
+        let held = self
+            .resources(from)
+            .ok_or_else(|| format!("{}'s agent does not answer", NAMES[from]))?;
+        let mut events: Vec<(f64, String, String, String)> = held["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|r| r["name"].as_str())
+            .map(|r| (t0, NAMES[from].to_owned(), "start".to_owned(), r.to_owned()))
+            .collect();
+        for (i, name) in NAMES.iter().enumerate() {
+            for line in read_log_lines(&self.log(i)) {
+                let Some(t) = crate::agent::log_timestamp(&line).map(secs) else {
+                    continue;
+                };
+                let field = |k: &str| {
+                    line.get("fields")
+                        .and_then(|f| f.get(k))
+                        .or_else(|| line.get(k))
+                        .and_then(Value::as_str)
+                };
+                let what = match field("event") {
+                    Some("resource_started") => "start",
+                    Some("resource_stopped") => "stop",
+                    _ => continue,
+                };
+                if let (true, Some(resource)) = (t > t0, field("resource")) {
+                    events.push((t, (*name).to_owned(), what.to_owned(), resource.to_owned()));
+                }
+            }
+        }
+        crate::rig::emulated::never_two_hosts(&mut events)?;
+        Ok(events.len())
     }
 
     /// Whether node `i` has the virtual IP on its LAN interface.

@@ -336,6 +336,7 @@ fn old_holder_rejoins_as_standby_and_a_switchback_moves_everything_home() {
 
     // Switchback.
     let began = Instant::now();
+    let since = std::time::SystemTime::now();
     let out = c.watchkeeper(s, &["switchover"]).expect("switchover");
     assert!(
         out.status.success(),
@@ -349,6 +350,11 @@ fn old_holder_rejoins_as_standby_and_a_switchback_moves_everything_home() {
         began.elapsed().as_millis()
     );
     c.wait_standby(s, WAIT).expect("the peer stands by");
+    // By the agents' own logs: every resource stopped on the peer before any started here.
+    let replayed = c
+        .check_handover_since(since, s)
+        .unwrap_or_else(|e| panic!("switchback: {e}"));
+    assert!(replayed >= 12, "{replayed} starts and stops replayed");
     assert_eq!(c.pg.in_recovery(home), Some(false));
     assert_eq!(c.pg.in_recovery(away), Some(true));
     assert!(c.daemon_pid(s, Daemon::Director).is_none());
