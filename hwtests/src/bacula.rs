@@ -72,6 +72,7 @@ use crate::netns::{in_netns, Segment};
 use crate::pair::NAMES;
 use crate::pg::{Node, PgCluster};
 use crate::rig::relay::UdpRelay;
+use crate::status::{both_held, report_holds};
 use crate::util::{run_bounded, run_bounded_input};
 
 /// The Director's (and the Storage Daemon's) virtual IP, on the holder's LAN interface.
@@ -413,21 +414,9 @@ impl BaculaCluster {
             let reports: Vec<Option<Value>> = (0..2)
                 .map(|i| if alive[i] { self.resources(i) } else { None })
                 .collect();
-            let holding = |i: usize, report: &Option<Value>| {
-                self.bmcs[i].power_on()
-                    && report.as_ref().is_some_and(|r| {
-                        r["holds"] == Value::Bool(true) && r["role"] != "SelfFencing"
-                    })
-            };
-            if (0..2).all(|i| holding(i, &reports[i])) {
-                // The two reports are taken one after the other, each by a command that takes
-                // a while on a loaded machine: node 0's may predate a handover that node 1's
-                // already shows. Node 0 is asked again; still holding in the same epoch, it
-                // held all along, so both held at the moment node 1 was asked.
-                let again = self.resources(0);
-                let same_epoch =
-                    again.as_ref().map(|r| &r["epoch"]) == reports[0].as_ref().map(|r| &r["epoch"]);
-                if holding(0, &again) && same_epoch {
+            let holding = |i: usize| self.bmcs[i].power_on() && report_holds(reports[i].as_ref());
+            if holding(0) && holding(1) {
+                if let Some(again) = both_held(reports[0].as_ref(), || self.resources(0)) {
                     return Err(BaculaError::TwoHolders(format!(
                         "{reports:?} then {again:?}"
                     )));

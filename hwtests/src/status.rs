@@ -129,9 +129,44 @@ const QUERY_TIMEOUT_MAX: Duration = Duration::from_secs(1);
 /// A status response is a few KiB; anything near this limit is a bug, not a status.
 pub const RESPONSE_BYTES_MAX: usize = 1 << 20;
 
+/// Whether a `resources --json` report says its node holds the group: `holds`, and not
+/// self-fencing (waiting for its watchdog, which on real hardware is as good as gone).
+pub fn report_holds(report: Option<&Value>) -> bool {
+    report.is_some_and(|r| r["holds"] == Value::Bool(true) && r["role"] != "SelfFencing")
+}
+
+/// Two nodes' reports, taken one after the other, both say they hold: whether both really
+/// held at once. The first report may predate a switchover the second already shows, so the
+/// first node is asked again (`ask_first_again`): still holding in the same epoch, it held all
+/// along, so both held when the second node was asked. Returns that second look when they
+/// did, for the message.
+pub fn both_held(
+    first: Option<&Value>,
+    ask_first_again: impl FnOnce() -> Option<Value>,
+) -> Option<Value> {
+    let again = ask_first_again()?;
+    let same_epoch = first.is_some_and(|r| r["epoch"] == again["epoch"]);
+    (report_holds(Some(&again)) && same_epoch).then_some(again)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn both_held_only_when_the_first_still_holds_in_the_same_epoch() {
+        let report = |holds: bool, epoch: u64, role: &str| serde_json::json!({ "holds": holds, "epoch": epoch, "role": role });
+        let first = report(true, 2, "Holder");
+        assert!(report_holds(Some(&first)));
+        assert!(!report_holds(Some(&report(true, 2, "SelfFencing"))));
+        assert!(!report_holds(None));
+        // Released since (a switchover between the two looks).
+        assert!(both_held(Some(&first), || Some(report(false, 2, "Standby"))).is_none());
+        assert!(both_held(Some(&first), || Some(report(true, 2, "Releasing"))).is_some());
+        // Holding again in a later epoch: not the same holding.
+        assert!(both_held(Some(&first), || Some(report(true, 4, "Holder"))).is_none());
+        assert!(both_held(Some(&first), || None).is_none());
+    }
     use std::io::{BufRead, BufReader};
     use std::os::unix::net::UnixListener;
 

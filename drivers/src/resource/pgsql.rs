@@ -297,7 +297,7 @@ impl PgsqlResource {
             total: Duration::ZERO,
         };
         if self.standby_signal().exists() && self.live_postmaster().is_some() {
-            if let Ok(Ok(Follow::Streaming)) = self.follow_state(ACTION, deadline).await {
+            if let Ok(Ok(Follow::Streaming(_))) = self.follow_state(ACTION, deadline).await {
                 report.total = began.elapsed();
                 return Ok(report);
             }
@@ -519,7 +519,8 @@ impl PgsqlResource {
     /// once it is stopped the peer has no primary to follow and may not start its own copy
     /// (it diverged), so neither node could take the group. This happens when a takeover is
     /// given up right after the promotion (a later resource would not start). Returns at once
-    /// when a standby already streams everything written here; waits at most
+    /// when a standby already streams everything written here and has for two seconds (long
+    /// enough for its rejoin, which polls its own receiver, to see it stream); waits at most
     /// [`FOLLOWER_WAIT`] (or half of what is left before the deadline) otherwise, and stops
     /// anyway when none comes: a holder stopping with its peer down pays that wait.
     async fn wait_for_follower(&self, deadline: Instant) {
@@ -965,7 +966,9 @@ impl PgsqlResource {
 
     /// Waits until the WAL receiver streams *and* the server has replayed the primary's WAL up
     /// to where it was when streaming began: a standby on a forked timeline also reports
-    /// `streaming` for a moment between its failed attempts, but never catches up.
+    /// `streaming` for a moment between its failed attempts, but never catches up. Where the
+    /// primary's WAL ended is taken from the receiver's own record of what the sender reported
+    /// (`latest_end_lsn`), so the catch-up is still provable when the primary stops right after.
     async fn wait_streaming(&self, conninfo: &str, deadline: Instant) -> Result<(), ResourceError> {
         const ACTION: &str = "rejoin";
         let mut pause = FIRST_POLL;
@@ -982,7 +985,40 @@ impl PgsqlResource {
                 ));
             }
             let state = self.follow_state(ACTION, deadline).await?;
-            if !matches!(state, Ok(Follow::Streaming)) {
+            if let (Ok(Follow::Streaming(end)), None) = (&state, &target) {
+                // The primary's end of WAL as its sender reported it to this receiver, or,
+                // before the first report, as the primary says.
+                target = match end {
+                    Some(lsn) => Some(lsn.clone()),
+                    None => match self
+                        .query_at(ACTION, Some(conninfo), PRIMARY_LSN, deadline)
+                        .await?
+                    {
+                        Ok(lsn) if is_lsn(&lsn) => Some(lsn),
+                        Ok(other) => {
+                            last = format!("primary's WAL position: {other:?}");
+                            None
+                        }
+                        Err(SqlError::Auth(m)) => return Err(self.auth_error(ACTION, &m)),
+                        Err(e) => {
+                            last = format!("primary's WAL position: {}", e.message());
+                            None
+                        }
+                    },
+                };
+            }
+            // Checked on this server alone: a primary stopped right after this standby
+            // streamed from it (a takeover given up there waits for a follower, then stops)
+            // leaves the catch-up provable here.
+            if let Some(lsn) = &target {
+                let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+                match self.query(ACTION, &sql, deadline).await? {
+                    Ok(answer) if answer == "t" => return Ok(()),
+                    Ok(_) => last = format!("streamed, not yet replayed up to {lsn}"),
+                    Err(e) => last = e.message().to_owned(),
+                }
+            }
+            if !matches!(state, Ok(Follow::Streaming(_))) {
                 // A primary that stops answering (stopped by its holder, which then handed the
                 // group back here) will not come back as this standby's source: give up now
                 // instead of holding the executor until the deadline, so that a start (a
@@ -1009,27 +1045,7 @@ impl PgsqlResource {
                 }
             }
             match state {
-                Ok(Follow::Streaming) => {
-                    if target.is_none() {
-                        match self
-                            .query_at(ACTION, Some(conninfo), PRIMARY_LSN, deadline)
-                            .await?
-                        {
-                            Ok(lsn) if is_lsn(&lsn) => target = Some(lsn),
-                            Ok(other) => last = format!("primary's WAL position: {other:?}"),
-                            Err(SqlError::Auth(m)) => return Err(self.auth_error(ACTION, &m)),
-                            Err(e) => last = format!("primary's WAL position: {}", e.message()),
-                        }
-                    }
-                    if let Some(lsn) = &target {
-                        let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
-                        match self.query(ACTION, &sql, deadline).await? {
-                            Ok(answer) if answer == "t" => return Ok(()),
-                            Ok(_) => last = format!("streaming, not yet replayed up to {lsn}"),
-                            Err(e) => last = e.message().to_owned(),
-                        }
-                    }
-                }
+                Ok(Follow::Streaming(_)) => {}
                 Ok(Follow::Primary) => {
                     return Err(self.error(
                         ResourceErrorKind::Failed,
@@ -1037,7 +1053,11 @@ impl PgsqlResource {
                         "started as a primary although standby.signal was written".to_owned(),
                     ))
                 }
-                Ok(Follow::Receiver(status)) => last = format!("WAL receiver: {status}"),
+                Ok(Follow::Receiver(status)) => {
+                    if target.is_none() {
+                        last = format!("WAL receiver: {status}");
+                    }
+                }
                 Err(SqlError::Auth(m)) => return Err(self.auth_error(ACTION, &m)),
                 Err(e) => last = e.message().to_owned(),
             }
@@ -1061,12 +1081,7 @@ impl PgsqlResource {
         deadline: Instant,
     ) -> Result<Result<Follow, SqlError>, ResourceError> {
         let answer = self.query(action, FOLLOW_CHECK, deadline).await?;
-        Ok(answer.and_then(|text| match text.split_once('|') {
-            Some(("false", _)) => Ok(Follow::Primary),
-            Some(("true", "streaming")) => Ok(Follow::Streaming),
-            Some(("true", status)) => Ok(Follow::Receiver(status.to_owned())),
-            _ => Err(SqlError::Query(format!("unexpected answer {text:?}"))),
-        }))
+        Ok(answer.and_then(|text| parse_follow(&text)))
     }
 
     async fn role(
@@ -1493,8 +1508,9 @@ enum Role {
 enum Follow {
     /// Not in recovery.
     Primary,
-    /// In recovery and streaming from the primary.
-    Streaming,
+    /// In recovery and streaming from the primary; the end of the primary's WAL as its
+    /// sender last reported it (`latest_end_lsn`), once it has.
+    Streaming(Option<String>),
     /// In recovery with the WAL receiver in another state (`none` when it does not run).
     Receiver(String),
 }
@@ -1578,6 +1594,19 @@ fn with_primary_conninfo(old: &str, conninfo: &str) -> String {
 }
 
 /// Whether `text` reads as a WAL position (`0/A2C740`), so it can be quoted into SQL.
+/// [`FOLLOW_CHECK`]'s answer: `in recovery|receiver status|primary's end of WAL`.
+fn parse_follow(text: &str) -> Result<Follow, SqlError> {
+    let mut parts = text.splitn(3, '|');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("false"), _, _) => Ok(Follow::Primary),
+        (Some("true"), Some("streaming"), end) => Ok(Follow::Streaming(
+            end.filter(|lsn| is_lsn(lsn)).map(str::to_owned),
+        )),
+        (Some("true"), Some(status), _) => Ok(Follow::Receiver(status.to_owned())),
+        _ => Err(SqlError::Query(format!("unexpected answer {text:?}"))),
+    }
+}
+
 fn is_lsn(text: &str) -> bool {
     text.split_once('/').is_some_and(|(hi, lo)| {
         !hi.is_empty()
@@ -1702,13 +1731,17 @@ const ROLE_CHECK: &str = "SELECT pg_is_in_recovery()";
 const WRITE_CHECK: &str = "SELECT txid_current()";
 /// The primary's WAL write position; any role may ask.
 const PRIMARY_LSN: &str = "SELECT pg_current_wal_lsn()";
-/// Standbys that stream and have flushed everything this primary wrote.
+/// Standbys that stream and have flushed everything this primary wrote, streaming for two
+/// seconds at least: the standby's rejoin polls its own receiver, and must see
+/// it stream once before this primary stops ([`PgsqlResource::wait_for_follower`]).
 const FOLLOWER_CHECK: &str = "SELECT count(*) FROM pg_stat_replication \
-    WHERE state = 'streaming' AND flush_lsn >= pg_current_wal_flush_lsn()";
+    WHERE state = 'streaming' AND flush_lsn >= pg_current_wal_flush_lsn() \
+    AND backend_start <= now() - interval '2 seconds'";
 /// Longest a promoted primary waits for a standby before it stops ([`PgsqlResource::do_stop`]).
 const FOLLOWER_WAIT: Duration = Duration::from_secs(5);
 const FOLLOW_CHECK: &str = "SELECT pg_is_in_recovery()::text || '|' || \
-                            coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')";
+    coalesce((SELECT status || '|' || coalesce(latest_end_lsn::text, '') \
+              FROM pg_stat_wal_receiver), 'none|')";
 /// First pause between polls: promotion on loopback takes tens of milliseconds.
 const FIRST_POLL: Duration = Duration::from_millis(20);
 /// Longest pause between polls, so a slow promotion is still noticed within a quarter second.
@@ -1798,6 +1831,30 @@ mod tests {
             redact_conninfo("host=h password=secret user=u"),
             "host=h password=*** user=u"
         );
+    }
+
+    #[test]
+    fn follow_answers_parse_with_the_primarys_end_of_wal() {
+        assert_eq!(parse_follow("false|none|"), Ok(Follow::Primary));
+        assert_eq!(
+            parse_follow("true|streaming|0/3000148"),
+            Ok(Follow::Streaming(Some("0/3000148".to_owned())))
+        );
+        // No report from the sender yet, or something that is not an LSN: not a target.
+        assert_eq!(parse_follow("true|streaming|"), Ok(Follow::Streaming(None)));
+        assert_eq!(
+            parse_follow("true|streaming|0/3'; --"),
+            Ok(Follow::Streaming(None))
+        );
+        assert_eq!(
+            parse_follow("true|waiting|0/3000148"),
+            Ok(Follow::Receiver("waiting".to_owned()))
+        );
+        assert_eq!(
+            parse_follow("true|none|"),
+            Ok(Follow::Receiver("none".to_owned()))
+        );
+        assert!(parse_follow("maybe").is_err());
     }
 
     #[test]
