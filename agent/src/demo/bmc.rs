@@ -1225,40 +1225,6 @@ mod tests {
         false
     }
 
-    /// Suite 17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128) with ipmitool as the client:
-    /// the K1 and K2 this BMC and the agent's driver derive are the ones ipmitool derives.
-    #[tokio::test]
-    async fn ipmitool_lanplus_logs_in_with_the_sha256_suite() {
-        if !ipmitool_installed() {
-            return;
-        }
-        let (tx, mut rx) = mpsc::channel(8);
-        let bmc = Bmc::start(0, USER, PASSWORD, tx).await.expect("bmc");
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "status"]).await;
-        assert!(ok && out.contains("Chassis Power is on"), "{out}{err}");
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "off"]).await;
-        assert!(ok && out.contains("Down/Off"), "{out}{err}");
-        assert_eq!(rx.recv().await.map(|e| e.action), Some(ChassisAction::Off));
-        assert!(!bmc.powered());
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "17", "chassis", "power", "on"]).await;
-        assert!(ok && out.contains("Up/On"), "{out}{err}");
-        assert!(bmc.powered());
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "17", "mc", "info"]).await;
-        assert!(ok && out.contains("IPMI Version"), "{out}{err}");
-        assert!(bmc.shared.state.lock().is_ok_and(|s| s.sessions.is_empty()));
-        let (ok, out, err) = ipmitool(
-            &bmc,
-            "not-the-password",
-            &["-C", "17", "-v", "chassis", "power", "off"],
-        )
-        .await;
-        assert!(!ok, "a wrong password was accepted: {out}{err}");
-        assert!(bmc.powered(), "a refused login switched power off");
-    }
-
     /// Runs `ipmitool -I lanplus` against `bmc` with `args` (`-C SUITE` among them); exit
     /// success, stdout, stderr.
     async fn ipmitool(bmc: &Bmc, password: &str, args: &[&str]) -> (bool, String, String) {
@@ -1296,52 +1262,59 @@ mod tests {
         )
     }
 
+    /// With ipmitool as the client at suite 3 and at suite 17 (RAKP-HMAC-SHA256,
+    /// HMAC-SHA256-128, AES-CBC-128): the keys this BMC and the agent's driver derive are the
+    /// ones ipmitool derives.
     #[tokio::test]
     async fn ipmitool_lanplus_reads_and_switches_the_chassis_and_refuses_a_wrong_password() {
         if !ipmitool_installed() {
             return;
         }
-        let (tx, mut rx) = mpsc::channel(8);
-        let bmc = Bmc::start(0, USER, PASSWORD, tx).await.expect("bmc");
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "status"]).await;
-        assert!(ok && out.contains("Chassis Power is on"), "{out}{err}");
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "off"]).await;
-        assert!(ok && out.contains("Down/Off"), "{out}{err}");
-        let e = rx.recv().await.expect("event");
-        assert_eq!((e.action, e.changed), (ChassisAction::Off, true));
-        assert!(!bmc.powered());
-        let (ok, out, err) =
-            ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "status"]).await;
-        assert!(ok && out.contains("Chassis Power is off"), "{out}{err}");
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", "on"]).await;
-        assert!(ok && out.contains("Up/On"), "{out}{err}");
-        assert_eq!(rx.recv().await.map(|e| e.action), Some(ChassisAction::On));
-        assert!(bmc.powered());
-        for (verb, action) in [
-            ("cycle", ChassisAction::Cycle),
-            ("reset", ChassisAction::Reset),
-        ] {
-            let (ok, out, err) =
-                ipmitool(&bmc, PASSWORD, &["-C", "3", "chassis", "power", verb]).await;
-            assert!(ok && out.contains("Chassis Power Control"), "{out}{err}");
-            assert_eq!(rx.recv().await.map(|e| e.action), Some(action));
+        for suite in ["3", "17"] {
+            let (tx, mut rx) = mpsc::channel(8);
+            let bmc = Bmc::start(0, USER, PASSWORD, tx).await.expect("bmc");
+            let run = |password: &'static str, args: &'static [&'static str]| {
+                let mut all = vec!["-C", suite];
+                all.extend_from_slice(args);
+                let bmc = &bmc;
+                async move { ipmitool(bmc, password, &all).await }
+            };
+            let (ok, out, err) = run(PASSWORD, &["chassis", "power", "status"]).await;
+            assert!(
+                ok && out.contains("Chassis Power is on"),
+                "suite {suite}: {out}{err}"
+            );
+            let (ok, out, err) = run(PASSWORD, &["chassis", "power", "off"]).await;
+            assert!(ok && out.contains("Down/Off"), "{out}{err}");
+            let e = rx.recv().await.expect("event");
+            assert_eq!((e.action, e.changed), (ChassisAction::Off, true));
+            assert!(!bmc.powered());
+            let (ok, out, err) = run(PASSWORD, &["chassis", "power", "status"]).await;
+            assert!(ok && out.contains("Chassis Power is off"), "{out}{err}");
+            let (ok, out, err) = run(PASSWORD, &["chassis", "power", "on"]).await;
+            assert!(ok && out.contains("Up/On"), "{out}{err}");
+            assert_eq!(rx.recv().await.map(|e| e.action), Some(ChassisAction::On));
+            assert!(bmc.powered());
+            let cycle: &'static [&'static str] = &["chassis", "power", "cycle"];
+            let reset: &'static [&'static str] = &["chassis", "power", "reset"];
+            for (args, action) in [(cycle, ChassisAction::Cycle), (reset, ChassisAction::Reset)] {
+                let (ok, out, err) = run(PASSWORD, args).await;
+                assert!(ok && out.contains("Chassis Power Control"), "{out}{err}");
+                assert_eq!(rx.recv().await.map(|e| e.action), Some(action));
+            }
+            let (ok, out, err) = run(PASSWORD, &["mc", "info"]).await;
+            assert!(ok && out.contains("IPMI Version"), "{out}{err}");
+            // Every session ipmitool opened it also closed.
+            assert!(bmc.shared.state.lock().is_ok_and(|s| s.sessions.is_empty()));
+            let (ok, out, err) = run("not-the-password", &["-v", "chassis", "power", "off"]).await;
+            assert!(!ok, "a wrong password was accepted: {out}{err}");
+            // ipmitool found RAKP 2's code did not verify with its password (not a timeout).
+            assert!(
+                err.contains("RAKP 2 HMAC is invalid"),
+                "suite {suite}: {out}{err}"
+            );
+            assert!(bmc.powered(), "a refused login switched power off");
+            assert!(rx.try_recv().is_err());
         }
-        let (ok, out, err) = ipmitool(&bmc, PASSWORD, &["-C", "3", "mc", "info"]).await;
-        assert!(ok && out.contains("IPMI Version"), "{out}{err}");
-        // Every session ipmitool opened it also closed.
-        assert!(bmc.shared.state.lock().is_ok_and(|s| s.sessions.is_empty()));
-        let (ok, out, err) = ipmitool(
-            &bmc,
-            "not-the-password",
-            &["-C", "3", "-v", "chassis", "power", "off"],
-        )
-        .await;
-        assert!(!ok, "a wrong password was accepted: {out}{err}");
-        // ipmitool found RAKP 2's code did not verify with its password (not a timeout).
-        assert!(err.contains("RAKP 2 HMAC is invalid"), "{out}{err}");
-        assert!(bmc.powered(), "a refused login switched power off");
-        assert!(rx.try_recv().is_err());
     }
 }
