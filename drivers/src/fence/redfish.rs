@@ -280,6 +280,8 @@ impl RedfishDevice {
         // immediate and the next ones come quickly (many BMCs switch within milliseconds), then
         // they back off to the configured interval so that a slow BMC is not flooded.
         let mut pause = Duration::ZERO;
+        // Whether a read after the reset has been answered.
+        let mut read_back = false;
         loop {
             let next = Instant::now() + pause;
             pause = (pause * 2).clamp(FIRST_POLL, self.params.poll_interval.max(FIRST_POLL));
@@ -289,13 +291,14 @@ impl RedfishDevice {
             tokio::time::sleep_until(next).await;
             state = match self.power_state(session, system, deadline).await {
                 Ok(state) => state,
-                // The reset was accepted and the state is known from an earlier read: the
-                // deadline cutting a later read leaves that the last word.
-                Err(e) if e.kind == FenceErrorKind::Timeout => {
+                // The reset was accepted and an earlier read-back answered: the deadline
+                // cutting a later read leaves that answer the last word.
+                Err(e) if e.kind == FenceErrorKind::Timeout && read_back => {
                     return Err(self.unconfirmed(reset, system, state, polls))
                 }
                 Err(e) => return Err(e),
             };
+            read_back = true;
             polls += 1;
             if state == want {
                 return Ok(Outcome {
