@@ -329,6 +329,14 @@ pub fn log_timestamp(line: &Value) -> Option<SystemTime> {
     line.get("timestamp")?.as_str().and_then(parse_timestamp)
 }
 
+/// A string field of an agent log line: among the event's `fields`, or at the top level.
+pub fn log_field<'a>(line: &'a Value, key: &str) -> Option<&'a str> {
+    line.get("fields")
+        .and_then(|f| f.get(key))
+        .or_else(|| line.get(key))
+        .and_then(Value::as_str)
+}
+
 /// Reads the JSON objects of a log file written one per line; other lines are skipped.
 pub fn read_log_lines(path: &Path) -> Vec<Value> {
     LogTail::new(path).next_lines()

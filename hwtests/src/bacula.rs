@@ -65,7 +65,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
 use serde_json::Value;
 
-use crate::agent::{read_log_lines, watchkeeper_bin, AgentProcess};
+use crate::agent::{log_field, read_log_lines, watchkeeper_bin, AgentProcess};
 use crate::cable::PtyCable;
 use crate::ipmi_sim::{fence_device_toml, IpmiSim, IpmiSimConfig};
 use crate::netns::{in_netns, Segment};
@@ -476,12 +476,7 @@ impl BaculaCluster {
                 let Some(t) = crate::agent::log_timestamp(&line).map(secs) else {
                     continue;
                 };
-                let field = |k: &str| {
-                    line.get("fields")
-                        .and_then(|f| f.get(k))
-                        .or_else(|| line.get(k))
-                        .and_then(Value::as_str)
-                };
+                let field = |k: &str| log_field(&line, k);
                 let what = match field("event") {
                     Some("resource_started") => "start",
                     Some("resource_stopped") => "stop",

@@ -319,13 +319,7 @@ impl Real {
                     .duration_since(UNIX_EPOCH)
                     .ok()?
                     .as_secs_f64();
-                let field = |k: &str| {
-                    v.get("fields")
-                        .and_then(|f| f.get(k))
-                        .or_else(|| v.get(k))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned)
-                };
+                let field = |k: &str| crate::agent::log_field(v, k).map(str::to_owned);
                 let event = field("event")?;
                 let subject = match event.as_str() {
                     "resource_started" | "resource_stopped" => field("resource")?,
