@@ -55,9 +55,9 @@ REGISTER_BASE = 100
 REGISTER_ON = 1
 REGISTER_OFF = 2
 COIL_FUNCTIONS = (1, 5, 15)
+REGISTER_FUNCTIONS = (3, 6, 16)
 # The longest a silenced server leaves a request unanswered.
 SILENCE_SECS = 600
-REGISTER_FUNCTIONS = (3, 6, 16)
 
 
 class PduState:
